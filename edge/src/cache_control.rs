@@ -1,0 +1,327 @@
+//! Parsing of `Cache-Control` and its targeted siblings (RFC 9111 §5.2, RFC 9213).
+
+use http::HeaderMap;
+use http::header::{CACHE_CONTROL, HeaderName, PRAGMA};
+
+/// `CDN-Cache-Control` (RFC 9213): targeted at every CDN.
+pub const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+/// `Edgecache-Cache-Control`: targeted at edgecache only; wins over `CDN-Cache-Control`.
+pub const EDGECACHE_CACHE_CONTROL: HeaderName =
+    HeaderName::from_static("edgecache-cache-control");
+
+/// Delta-seconds past this are clamped to it (RFC 9111 §1.2.2).
+pub const DELTA_SECONDS_MAX: u64 = 2_147_483_648;
+
+/// The directives a shared cache acts on. Unknown directives are ignored.
+///
+/// Seconds-valued directives hold `Some(0)` when the value was present but invalid, because
+/// RFC 9111 §4.2.1 encourages treating invalid freshness information as stale.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheControl {
+    pub max_age: Option<u64>,
+    pub s_maxage: Option<u64>,
+    pub max_stale: Option<MaxStale>,
+    pub min_fresh: Option<u64>,
+    pub stale_while_revalidate: Option<u64>,
+    pub stale_if_error: Option<u64>,
+    pub no_store: bool,
+    pub no_cache: bool,
+    pub private: bool,
+    pub public: bool,
+    pub must_revalidate: bool,
+    pub proxy_revalidate: bool,
+    pub must_understand: bool,
+    pub immutable: bool,
+    pub only_if_cached: bool,
+    /// True when any directive at all was present.
+    pub present: bool,
+}
+
+/// `max-stale` with or without a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxStale {
+    Any,
+    Seconds(u64),
+}
+
+impl CacheControl {
+    /// Parses every `Cache-Control` line of `headers`.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        Self::from_header(headers, &CACHE_CONTROL)
+    }
+
+    /// Parses every line of the header `name`.
+    pub fn from_header(headers: &HeaderMap, name: &HeaderName) -> Self {
+        let mut cc = CacheControl::default();
+        for value in headers.get_all(name) {
+            // A line that is not visible ASCII is ignored as a whole, never half-applied.
+            if let Ok(text) = value.to_str() {
+                cc.parse_into(text);
+            }
+        }
+        cc
+    }
+
+    /// The directives the edge follows for a response: `Edgecache-Cache-Control`, else
+    /// `CDN-Cache-Control`, else `Cache-Control` (RFC 9213 §2.2: a targeted field, when
+    /// present and valid, is used instead of `Cache-Control`).
+    pub fn for_response(headers: &HeaderMap) -> (Self, Targeted) {
+        for (name, which) in [
+            (&EDGECACHE_CACHE_CONTROL, Targeted::Edgecache),
+            (&CDN_CACHE_CONTROL, Targeted::Cdn),
+        ] {
+            let cc = Self::from_header(headers, name);
+            if cc.present {
+                return (cc, which);
+            }
+        }
+        (Self::from_headers(headers), Targeted::None)
+    }
+
+    /// Request directives, with `Pragma: no-cache` standing in for `Cache-Control: no-cache`
+    /// when the request has no `Cache-Control` (RFC 9111 §5.4).
+    pub fn for_request(headers: &HeaderMap) -> Self {
+        let mut cc = Self::from_headers(headers);
+        if !cc.present
+            && headers
+                .get_all(PRAGMA)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+        {
+            cc.no_cache = true;
+        }
+        cc
+    }
+
+    /// Parses one field line, adding to what is already known. The first occurrence of a
+    /// directive wins (RFC 9111 §4.2.1).
+    pub fn parse_into(&mut self, line: &str) {
+        for (name, value) in Directives::new(line) {
+            self.present = true;
+            let name = name.to_ascii_lowercase();
+            match name.as_str() {
+                "max-age" => set_seconds(&mut self.max_age, value, 0),
+                "s-maxage" => set_seconds(&mut self.s_maxage, value, 0),
+                "min-fresh" => set_seconds(&mut self.min_fresh, value, 0),
+                "stale-while-revalidate" => {
+                    set_seconds(&mut self.stale_while_revalidate, value, 0)
+                }
+                "stale-if-error" => set_seconds(&mut self.stale_if_error, value, 0),
+                "max-stale" => {
+                    if self.max_stale.is_none() {
+                        self.max_stale = Some(match value {
+                            None => MaxStale::Any,
+                            Some(v) => MaxStale::Seconds(parse_delta(v).unwrap_or(0)),
+                        });
+                    }
+                }
+                "no-store" => self.no_store = true,
+                // The qualified forms (`no-cache="Set-Cookie"`, `private="X"`) are treated as
+                // the unqualified ones: stricter than required, never unsafe.
+                "no-cache" => self.no_cache = true,
+                "private" => self.private = true,
+                "public" => self.public = true,
+                "must-revalidate" => self.must_revalidate = true,
+                "proxy-revalidate" => self.proxy_revalidate = true,
+                "must-understand" => self.must_understand = true,
+                "immutable" => self.immutable = true,
+                "only-if-cached" => self.only_if_cached = true,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Which field the response directives came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Targeted {
+    None,
+    Cdn,
+    Edgecache,
+}
+
+fn set_seconds(slot: &mut Option<u64>, value: Option<&str>, invalid: u64) {
+    if slot.is_none() {
+        *slot = Some(value.and_then(parse_delta).unwrap_or(invalid));
+    }
+}
+
+/// Parses delta-seconds: digits only, clamped to [`DELTA_SECONDS_MAX`].
+pub fn parse_delta(value: &str) -> Option<u64> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Leading zeros are digits like any other; overflow clamps instead of failing.
+    let mut n: u64 = 0;
+    for b in value.bytes() {
+        n = n.saturating_mul(10).saturating_add(u64::from(b - b'0'));
+        if n >= DELTA_SECONDS_MAX {
+            return Some(DELTA_SECONDS_MAX);
+        }
+    }
+    Some(n)
+}
+
+/// Iterator over `name[=value]` directives of one field line, honouring quoted strings.
+struct Directives<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Directives<'a> {
+    fn new(line: &'a str) -> Self {
+        Self { rest: line }
+    }
+}
+
+impl<'a> Iterator for Directives<'a> {
+    type Item = (&'a str, Option<&'a str>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            self.rest = self.rest.trim_start_matches([' ', '\t', ',']);
+            if self.rest.is_empty() {
+                return None;
+            }
+            let end = self.rest.find([',', '=']).unwrap_or(self.rest.len());
+            let name = self.rest[..end].trim();
+            let after = &self.rest[end..];
+            if let Some(value_part) = after.strip_prefix('=') {
+                let value_part = value_part.trim_start_matches([' ', '\t']);
+                let (value, rest) = if let Some(quoted) = value_part.strip_prefix('"') {
+                    split_quoted(quoted)
+                } else {
+                    let end = value_part.find(',').unwrap_or(value_part.len());
+                    (value_part[..end].trim(), &value_part[end..])
+                };
+                self.rest = rest;
+                if name.is_empty() {
+                    continue;
+                }
+                return Some((name, Some(value)));
+            }
+            self.rest = after;
+            if name.is_empty() {
+                continue;
+            }
+            return Some((name, None));
+        }
+    }
+}
+
+/// Splits after the opening quote: the quoted content (escapes left in place; directive
+/// values we read never contain them) and what follows the closing quote and up to a comma.
+fn split_quoted(s: &str) -> (&str, &str) {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => {
+                let value = &s[..i];
+                let tail = &s[i + 1..];
+                let end = tail.find(',').unwrap_or(tail.len());
+                return (value, &tail[end..]);
+            }
+            _ => i += 1,
+        }
+    }
+    // No closing quote: the value runs to the end of the line.
+    (s, "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn cc(line: &str) -> CacheControl {
+        let mut c = CacheControl::default();
+        c.parse_into(line);
+        c
+    }
+
+    #[test]
+    fn reads_common_directives() {
+        let c = cc("public, max-age=3600, s-maxage=60, stale-while-revalidate=30");
+        assert!(c.public);
+        assert_eq!(c.max_age, Some(3600));
+        assert_eq!(c.s_maxage, Some(60));
+        assert_eq!(c.stale_while_revalidate, Some(30));
+        assert!(c.present);
+    }
+
+    #[test]
+    fn names_are_case_insensitive_and_whitespace_tolerated() {
+        let c = cc("  MAX-AGE=10 ,No-Store,,PRIVATE ");
+        assert_eq!(c.max_age, Some(10));
+        assert!(c.no_store && c.private);
+    }
+
+    #[test]
+    fn first_occurrence_wins() {
+        assert_eq!(cc("max-age=10, max-age=20").max_age, Some(10));
+    }
+
+    #[test]
+    fn invalid_seconds_mean_stale() {
+        assert_eq!(cc("max-age=abc").max_age, Some(0));
+        assert_eq!(cc("max-age=-1").max_age, Some(0));
+        assert_eq!(cc("max-age").max_age, Some(0));
+        assert_eq!(cc("max-age=1.5").max_age, Some(0));
+    }
+
+    #[test]
+    fn quoted_and_padded_values() {
+        assert_eq!(cc("max-age=\"60\"").max_age, Some(60));
+        assert_eq!(cc("max-age=007").max_age, Some(7));
+        let c = cc("no-cache=\"set-cookie, x-foo\", max-age=5");
+        assert!(c.no_cache);
+        assert_eq!(c.max_age, Some(5));
+    }
+
+    #[test]
+    fn huge_values_clamp() {
+        assert_eq!(
+            cc("max-age=99999999999999999999999").max_age,
+            Some(DELTA_SECONDS_MAX)
+        );
+    }
+
+    #[test]
+    fn max_stale_with_and_without_value() {
+        assert_eq!(cc("max-stale").max_stale, Some(MaxStale::Any));
+        assert_eq!(cc("max-stale=5").max_stale, Some(MaxStale::Seconds(5)));
+    }
+
+    #[test]
+    fn unterminated_quote_does_not_panic() {
+        let c = cc("private=\"abc, max-age=5");
+        assert!(c.private);
+    }
+
+    #[test]
+    fn targeted_field_wins() {
+        let mut h = HeaderMap::new();
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(CDN_CACHE_CONTROL, HeaderValue::from_static("max-age=30"));
+        let (c, t) = CacheControl::for_response(&h);
+        assert_eq!((c.max_age, c.no_store, t), (Some(30), false, Targeted::Cdn));
+        h.insert(
+            EDGECACHE_CACHE_CONTROL,
+            HeaderValue::from_static("max-age=5"),
+        );
+        let (c, t) = CacheControl::for_response(&h);
+        assert_eq!((c.max_age, t), (Some(5), Targeted::Edgecache));
+    }
+
+    #[test]
+    fn pragma_no_cache_only_without_cache_control() {
+        let mut h = HeaderMap::new();
+        h.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+        assert!(CacheControl::for_request(&h).no_cache);
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=10"));
+        assert!(!CacheControl::for_request(&h).no_cache);
+    }
+}

@@ -1,0 +1,315 @@
+//! Edge configuration: the `[edge]` table of `edgecache.toml`, with defaults and validation.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::error::EdgeError;
+
+/// Everything an edge node needs to run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// Public listener.
+    pub listen: String,
+    /// Admin listener (health, metrics, stats, purge). Keep it on loopback.
+    pub admin: String,
+    /// PoP name, shown in `Cache-Status` (`edgecache-<pop>`).
+    pub pop: String,
+    /// Origins, tried in order.
+    pub origins: Vec<OriginEntry>,
+    pub memory: MemoryConfig,
+    pub cache: CacheConfig,
+    pub timeouts: TimeoutConfig,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            admin: "127.0.0.1:9080".into(),
+            pop: "local".into(),
+            origins: Vec::new(),
+            memory: MemoryConfig::default(),
+            cache: CacheConfig::default(),
+            timeouts: TimeoutConfig::default(),
+        }
+    }
+}
+
+/// One origin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginEntry {
+    /// Base URL of an HTTP(S) origin, e.g. `http://127.0.0.1:8000`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Bytes the memory tier may hold (bodies + headers).
+    pub size: ByteSize,
+    /// Larger bodies are not kept in memory.
+    pub max_object_size: ByteSize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            size: ByteSize(256 << 20),
+            max_object_size: ByteSize(8 << 20),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Query parameters left out of cache keys; `name*` matches a prefix.
+    pub ignored_query_params: Vec<String>,
+    /// Heuristic freshness as a fraction of the time since `Last-Modified`.
+    pub heuristic_fraction: f64,
+    /// Longest heuristic freshness lifetime.
+    pub heuristic_max: HumanDuration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            ignored_query_params: vec!["utm_*".into(), "fbclid".into(), "gclid".into()],
+            heuristic_fraction: 0.1,
+            heuristic_max: HumanDuration(Duration::from_secs(86_400)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutConfig {
+    /// TCP (and TLS) connect to the origin.
+    pub connect: HumanDuration,
+    /// From sending the request to the response head.
+    pub first_byte: HumanDuration,
+    /// Longest pause between two body reads.
+    pub idle: HumanDuration,
+    /// The whole origin exchange, body included.
+    pub total: HumanDuration,
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        Self {
+            connect: HumanDuration(Duration::from_secs(5)),
+            first_byte: HumanDuration(Duration::from_secs(30)),
+            idle: HumanDuration(Duration::from_secs(30)),
+            total: HumanDuration(Duration::from_secs(600)),
+        }
+    }
+}
+
+impl EdgeConfig {
+    /// Checks every field, naming the first bad key.
+    pub fn validate(&self) -> Result<(), EdgeError> {
+        let bad = |key: &str, why: String| Err(EdgeError::Config(format!("{key}: {why}")));
+        for (key, addr) in [("edge.listen", &self.listen), ("edge.admin", &self.admin)] {
+            if let Err(e) = addr.parse::<SocketAddr>() {
+                return bad(key, format!("{addr:?} is not an address: {e}"));
+            }
+        }
+        if self.pop.is_empty()
+            || !self
+                .pop
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return bad(
+                "edge.pop",
+                format!("{:?} must be letters, digits, '-' or '_'", self.pop),
+            );
+        }
+        if self.origins.is_empty() {
+            return bad("edge.origins", "at least one origin is required".into());
+        }
+        for (i, o) in self.origins.iter().enumerate() {
+            match reqwest::Url::parse(&o.url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                Ok(_) => {
+                    return bad(
+                        &format!("edge.origins[{i}].url"),
+                        format!("{:?} must be an http:// or https:// URL", o.url),
+                    );
+                }
+                Err(e) => return bad(&format!("edge.origins[{i}].url"), format!("{:?}: {e}", o.url)),
+            }
+        }
+        if self.memory.size.0 == 0 {
+            return bad("edge.memory.size", "must be more than 0".into());
+        }
+        if !(0.0..=1.0).contains(&self.cache.heuristic_fraction) {
+            return bad(
+                "edge.cache.heuristic_fraction",
+                "must be between 0 and 1".into(),
+            );
+        }
+        for (key, d) in [
+            ("edge.timeouts.connect", self.timeouts.connect),
+            ("edge.timeouts.first_byte", self.timeouts.first_byte),
+            ("edge.timeouts.idle", self.timeouts.idle),
+            ("edge.timeouts.total", self.timeouts.total),
+        ] {
+            if d.0.is_zero() {
+                return bad(key, "must be more than 0".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A size in bytes, written `1048576`, `"512KiB"`, `"256MiB"`, `"10GiB"` or `"1GB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (digits, unit) = s.split_at(split);
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size (e.g. 256MiB)"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1_000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1_000_000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1_000_000_000,
+            "gib" => 1 << 30,
+            "t" | "tb" => 1_000_000_000_000,
+            "tib" => 1 << 40,
+            other => return Err(format!("{s:?}: unknown unit {other:?} (use KiB, MiB, GiB)")),
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{s:?} is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A duration, written `"250ms"`, `"5s"`, `"10m"`, `"1h"` or a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (digits, unit) = s.split_at(split);
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration (e.g. 5s)"))?;
+        let d = match unit.trim() {
+            "ms" => Duration::from_millis(n),
+            "" | "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86_400)),
+            other => return Err(format!("{s:?}: unknown unit {other:?} (use ms, s, m, h, d)")),
+        };
+        Ok(HumanDuration(d))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(HumanDuration(Duration::from_secs(n))),
+            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_with_units() {
+        assert_eq!("256MiB".parse::<ByteSize>().unwrap().0, 256 << 20);
+        assert_eq!("10GiB".parse::<ByteSize>().unwrap().0, 10 << 30);
+        assert_eq!("1GB".parse::<ByteSize>().unwrap().0, 1_000_000_000);
+        assert_eq!("4096".parse::<ByteSize>().unwrap().0, 4096);
+        assert!("12XB".parse::<ByteSize>().is_err());
+        assert!("MiB".parse::<ByteSize>().is_err());
+        assert!("99999999999TiB".parse::<ByteSize>().is_err());
+    }
+
+    #[test]
+    fn durations_with_units() {
+        assert_eq!(
+            "250ms".parse::<HumanDuration>().unwrap().0,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            "2m".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(120)
+        );
+        assert!("5 weeks".parse::<HumanDuration>().is_err());
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut c = EdgeConfig::default();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("edge.origins"), "{err}");
+        c.origins.push(OriginEntry {
+            url: "ftp://x".into(),
+        });
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("edge.origins[0].url"), "{err}");
+        c.origins[0].url = "http://127.0.0.1:8000".into();
+        c.validate().unwrap();
+        c.pop = "bad pop".into();
+        assert!(c.validate().unwrap_err().to_string().contains("edge.pop"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = toml::from_str::<EdgeConfig>("lisen = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+}

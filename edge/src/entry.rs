@@ -1,0 +1,375 @@
+//! A stored response: status, headers, body, freshness and the request headers it varies on.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{
+    AGE, CONNECTION, CONTENT_LENGTH, ETAG, HeaderName, HeaderValue, LAST_MODIFIED,
+    TRANSFER_ENCODING, VARY,
+};
+use http::{HeaderMap, StatusCode};
+
+use crate::cache_control::{CDN_CACHE_CONTROL, CacheControl, EDGECACHE_CACHE_CONTROL};
+use crate::policy::{Freshness, PolicyConfig};
+
+/// Cache tags set by the origin, for purge by tag.
+pub const SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
+pub const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
+
+/// A response held by the cache.
+#[derive(Debug, Clone)]
+pub struct CachedResponse {
+    pub status: StatusCode,
+    /// Headers as sent to clients: no hop-by-hop fields, no `Age`, no targeted fields.
+    pub headers: HeaderMap,
+    /// `CDN-Cache-Control` / `Edgecache-Cache-Control` lines, kept to recompute freshness
+    /// when a 304 updates the entry, never sent to clients.
+    pub targeted: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+    pub freshness: Freshness,
+    /// The request header values the response varies on, as the request sent them.
+    pub vary: Vec<(HeaderName, Option<String>)>,
+    /// Surrogate keys (`Surrogate-Key` / `Cache-Tag`).
+    pub tags: Vec<String>,
+    /// When this entry was stored or last refreshed.
+    pub stored_at: SystemTime,
+}
+
+impl CachedResponse {
+    /// Builds an entry from an origin response. `headers` are the origin's headers.
+    pub fn new(
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: Bytes,
+        request_headers: &HeaderMap,
+        request_time: SystemTime,
+        response_time: SystemTime,
+        policy: &PolicyConfig,
+    ) -> Self {
+        let (client_headers, targeted) = split_headers(headers);
+        let mut entry = Self {
+            status,
+            headers: client_headers,
+            targeted,
+            body,
+            freshness: freshness_of(status, headers, request_time, response_time, policy),
+            vary: capture_vary(headers, request_headers),
+            tags: tags_of(headers),
+            stored_at: response_time,
+        };
+        // The stored length is the truth: the origin may have sent the body chunked.
+        entry
+            .headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
+        entry
+    }
+
+    /// A copy refreshed by a 304 (RFC 9111 §3.2, §4.3.4): the 304's headers replace the
+    /// stored ones, except `Content-Length`, which describes the stored body.
+    pub fn refreshed(
+        &self,
+        not_modified: &HeaderMap,
+        request_time: SystemTime,
+        response_time: SystemTime,
+        policy: &PolicyConfig,
+    ) -> Self {
+        let mut merged = self.headers.clone();
+        for (name, value) in &self.targeted {
+            merged.append(name.clone(), value.clone());
+        }
+        let (update, _) = split_headers(not_modified);
+        let mut replaced: Vec<HeaderName> = Vec::new();
+        for (name, value) in &update {
+            if name == CONTENT_LENGTH {
+                continue;
+            }
+            if !replaced.contains(name) {
+                merged.remove(name);
+                replaced.push(name.clone());
+            }
+            merged.append(name.clone(), value.clone());
+        }
+        for name in [CDN_CACHE_CONTROL, EDGECACHE_CACHE_CONTROL] {
+            if not_modified.contains_key(&name) {
+                merged.remove(&name);
+                for v in not_modified.get_all(&name) {
+                    merged.append(name.clone(), v.clone());
+                }
+            }
+        }
+        // Age in a 304 is the validator's view of this response's age.
+        if let Some(age) = not_modified.get(AGE) {
+            merged.insert(AGE, age.clone());
+        }
+        let (client_headers, targeted) = split_headers(&merged);
+        Self {
+            status: self.status,
+            freshness: freshness_of(self.status, &merged, request_time, response_time, policy),
+            headers: client_headers,
+            targeted,
+            body: self.body.clone(),
+            vary: self.vary.clone(),
+            tags: tags_of(&merged),
+            stored_at: response_time,
+        }
+    }
+
+    pub fn etag(&self) -> Option<&HeaderValue> {
+        self.headers.get(ETAG)
+    }
+
+    pub fn last_modified(&self) -> Option<&HeaderValue> {
+        self.headers.get(LAST_MODIFIED)
+    }
+
+    /// True when this entry was stored for a request with the same values of every header
+    /// it varies on (RFC 9111 §4.1).
+    pub fn matches(&self, request_headers: &HeaderMap) -> bool {
+        self.vary
+            .iter()
+            .all(|(name, stored)| normalised_values(request_headers, name) == *stored)
+    }
+
+    /// Approximate memory footprint, for the memory tier's weigher.
+    pub fn weight(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 32)
+            .sum();
+        let vary: usize = self
+            .vary
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.as_ref().map_or(0, String::len) + 32)
+            .sum();
+        let tags: usize = self.tags.iter().map(|t| t.len() + 24).sum();
+        self.body.len() + headers + vary + tags + std::mem::size_of::<Self>()
+    }
+}
+
+fn freshness_of(
+    status: StatusCode,
+    headers: &HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+    policy: &PolicyConfig,
+) -> Freshness {
+    let (cc, targeted) = CacheControl::for_response(headers);
+    Freshness::compute(
+        status,
+        headers,
+        &cc,
+        targeted,
+        request_time,
+        response_time,
+        policy,
+    )
+}
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1) never stored nor forwarded.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Removes hop-by-hop fields, including those named by `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
+    headers.remove(TRANSFER_ENCODING);
+}
+
+/// Splits origin headers into what clients see and the targeted cache-control lines.
+pub(crate) fn split_headers(headers: &HeaderMap) -> (HeaderMap, Vec<(HeaderName, HeaderValue)>) {
+    let mut client = headers.clone();
+    strip_hop_by_hop(&mut client);
+    client.remove(AGE);
+    let mut targeted = Vec::new();
+    for name in [CDN_CACHE_CONTROL, EDGECACHE_CACHE_CONTROL] {
+        for v in client.get_all(&name) {
+            targeted.push((name.clone(), v.clone()));
+        }
+        client.remove(&name);
+    }
+    (client, targeted)
+}
+
+/// The request's values for the response's `Vary` fields.
+pub(crate) fn capture_vary(
+    response_headers: &HeaderMap,
+    request_headers: &HeaderMap,
+) -> Vec<(HeaderName, Option<String>)> {
+    let mut vary: Vec<(HeaderName, Option<String>)> = Vec::new();
+    for value in response_headers.get_all(VARY) {
+        let Ok(text) = value.to_str() else { continue };
+        for field in text.split(',') {
+            let Ok(name) = HeaderName::from_bytes(field.trim().as_bytes()) else {
+                continue;
+            };
+            if !vary.iter().any(|(n, _)| *n == name) {
+                let v = normalised_values(request_headers, &name);
+                vary.push((name, v));
+            }
+        }
+    }
+    vary
+}
+
+/// All values of `name` joined, with whitespace around list commas removed, so that
+/// `gzip, br` and `gzip,br` select the same variant.
+pub(crate) fn normalised_values(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let mut out: Option<String> = None;
+    for value in headers.get_all(name) {
+        let s = out.get_or_insert_with(String::new);
+        for (i, part) in String::from_utf8_lossy(value.as_bytes()).split(',').enumerate() {
+            if !s.is_empty() || i > 0 {
+                s.push(',');
+            }
+            s.push_str(part.trim());
+        }
+    }
+    out
+}
+
+/// Space- or comma-separated tags from `Surrogate-Key` and `Cache-Tag`.
+fn tags_of(headers: &HeaderMap) -> Vec<String> {
+    let mut tags: Vec<String> = Vec::new();
+    for name in [SURROGATE_KEY, CACHE_TAG] {
+        for value in headers.get_all(name) {
+            let Ok(text) = value.to_str() else { continue };
+            for tag in text.split([' ', ',']).filter(|t| !t.is_empty()) {
+                if !tags.iter().any(|t| t == tag) {
+                    tags.push(tag.to_owned());
+                }
+            }
+        }
+    }
+    tags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::{ACCEPT_ENCODING, CACHE_CONTROL};
+
+    fn h(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(*k, HeaderValue::from_static(v));
+        }
+        m
+    }
+
+    fn entry(resp: &HeaderMap, req: &HeaderMap) -> CachedResponse {
+        let t = SystemTime::now();
+        CachedResponse::new(
+            StatusCode::OK,
+            resp,
+            Bytes::from_static(b"body"),
+            req,
+            t,
+            t,
+            &PolicyConfig::default(),
+        )
+    }
+
+    #[test]
+    fn vary_matching_normalises_whitespace() {
+        let e = entry(
+            &h(&[("vary", "Accept-Encoding"), ("cache-control", "max-age=9")]),
+            &h(&[("accept-encoding", "gzip, br")]),
+        );
+        assert!(e.matches(&h(&[("accept-encoding", "gzip,br")])));
+        assert!(!e.matches(&h(&[("accept-encoding", "br")])));
+        assert!(!e.matches(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn absent_vary_header_matches_absent() {
+        let e = entry(&h(&[("vary", "x-foo")]), &HeaderMap::new());
+        assert!(e.matches(&h(&[(ACCEPT_ENCODING.as_str(), "gzip")])));
+        assert!(!e.matches(&h(&[("x-foo", "1")])));
+    }
+
+    #[test]
+    fn stored_headers_drop_hop_by_hop_age_and_targeted() {
+        let e = entry(
+            &h(&[
+                ("connection", "x-secret"),
+                ("x-secret", "1"),
+                ("age", "5"),
+                ("cdn-cache-control", "max-age=50"),
+                ("cache-control", "max-age=5"),
+            ]),
+            &HeaderMap::new(),
+        );
+        assert!(!e.headers.contains_key("x-secret"));
+        assert!(!e.headers.contains_key("age"));
+        assert!(!e.headers.contains_key("cdn-cache-control"));
+        assert_eq!(e.freshness.lifetime, 50);
+        assert_eq!(e.headers.get(CONTENT_LENGTH).unwrap(), "4");
+    }
+
+    #[test]
+    fn refresh_replaces_headers_but_not_length() {
+        let e = entry(
+            &h(&[("cache-control", "max-age=5"), ("x-a", "old"), ("etag", "\"1\"")]),
+            &HeaderMap::new(),
+        );
+        let t = SystemTime::now();
+        let r = e.refreshed(
+            &h(&[
+                ("cache-control", "max-age=100"),
+                ("x-a", "new"),
+                ("content-length", "0"),
+            ]),
+            t,
+            t,
+            &PolicyConfig::default(),
+        );
+        assert_eq!(r.headers.get("x-a").unwrap(), "new");
+        assert_eq!(r.headers.get(CACHE_CONTROL).unwrap(), "max-age=100");
+        assert_eq!(r.headers.get(CONTENT_LENGTH).unwrap(), "4");
+        assert_eq!(r.freshness.lifetime, 100);
+        assert_eq!(r.body, e.body);
+    }
+
+    #[test]
+    fn tags_from_both_headers() {
+        let e = entry(
+            &h(&[("surrogate-key", "a b"), ("cache-tag", "b,c")]),
+            &HeaderMap::new(),
+        );
+        assert_eq!(e.tags, vec!["a", "b", "c"]);
+    }
+}

@@ -1,0 +1,226 @@
+//! The origin fetch behind a miss or a revalidation: one per key at a time, run as its own
+//! task so a client that goes away does not cancel it for the others or for the cache.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use futures_util::StreamExt;
+use http::header::{CONTENT_LENGTH, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH};
+use http::{HeaderMap, Method, StatusCode};
+use tracing::{debug, warn};
+
+use crate::cache_control::CacheControl;
+use crate::coalesce::{FetchedHead, Inflight, Outcome};
+use crate::entry::{CachedResponse, capture_vary, split_headers};
+use crate::error::UpstreamError;
+use crate::key::CacheKey;
+use crate::metrics::FetchOutcome;
+use crate::node::Edge;
+use crate::policy::{Freshness, storable};
+
+/// What the fetch task needs from the request that started it.
+pub struct FetchRequest {
+    pub path_and_query: String,
+    /// The client's headers, for storability (`Authorization`, `no-store`) and `Vary`.
+    pub client_headers: HeaderMap,
+    /// The headers sent to the origin.
+    pub headers: HeaderMap,
+    /// The stale entry being revalidated, if any.
+    pub stale: Option<Arc<CachedResponse>>,
+}
+
+/// Makes sure waiters are released however the fetch ends, even by a panic.
+struct Completion {
+    edge: Arc<Edge>,
+    key: CacheKey,
+    inflight: Arc<Inflight>,
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        self.inflight.set_outcome_if_unset(Outcome::Failed(UpstreamError::Protocol(
+            "fetch ended early".into(),
+        )));
+        self.inflight.finish_if_open(Err("fetch ended early".into()));
+        self.edge.coalescer.release(&self.key, &self.inflight);
+    }
+}
+
+impl Edge {
+    /// Fetches `key` from the origin, publishes the outcome to everyone waiting on
+    /// `inflight`, and stores what may be stored.
+    pub(crate) async fn run_fetch(
+        self: Arc<Self>,
+        key: CacheKey,
+        inflight: Arc<Inflight>,
+        request: FetchRequest,
+    ) {
+        let done = Completion {
+            edge: self.clone(),
+            key,
+            inflight,
+        };
+        let mut headers = request.headers.clone();
+        if let Some(stale) = &request.stale {
+            if let Some(etag) = stale.etag() {
+                headers.insert(IF_NONE_MATCH, etag.clone());
+            }
+            if let Some(lm) = stale.last_modified() {
+                headers.insert(IF_MODIFIED_SINCE, lm.clone());
+            }
+        }
+        let request_time = SystemTime::now();
+        let started = Instant::now();
+        let mut result = self
+            .upstream
+            .send(Method::GET, &request.path_and_query, headers, None)
+            .await;
+        if let (Ok(resp), Some(stale)) = (&result, &request.stale)
+            && resp.status() == StatusCode::NOT_MODIFIED
+            && !validator_matches(resp.headers(), stale)
+        {
+            // A 304 for a different representation cannot refresh ours: fetch it whole.
+            debug!(key = %done.key, "304 names another representation; refetching");
+            result = self
+                .upstream
+                .send(Method::GET, &request.path_and_query, request.headers.clone(), None)
+                .await;
+        }
+        let resp = match result {
+            Ok(resp) => resp,
+            Err(err) => {
+                self.record_failure(&err, &request.path_and_query);
+                done.inflight.set_outcome(Outcome::Failed(err));
+                return;
+            }
+        };
+        self.record_fetch(resp.status(), started);
+        let response_time = SystemTime::now();
+        let status = resp.status();
+
+        if status == StatusCode::NOT_MODIFIED
+            && let Some(stale) = &request.stale
+        {
+            let refreshed = Arc::new(stale.refreshed(
+                resp.headers(),
+                request_time,
+                response_time,
+                &self.policy,
+            ));
+            self.memory.store(&done.key, refreshed.clone());
+            done.inflight.set_outcome(Outcome::Refreshed(refreshed));
+            return;
+        }
+
+        let origin_headers = resp.headers().clone();
+        let (cc, targeted) = CacheControl::for_response(&origin_headers);
+        let req_cc = CacheControl::for_request(&request.client_headers);
+        let not_storable = storable(
+            &Method::GET,
+            &request.client_headers,
+            &req_cc,
+            status,
+            &origin_headers,
+            &cc,
+            targeted,
+        )
+        .err();
+        // A 5xx while revalidating must not push out the entry that stale-if-error may need.
+        let replaces_stale = request.stale.is_some();
+        let keep = not_storable.is_none() && !(replaces_stale && status.is_server_error());
+        if replaces_stale && not_storable.is_some() && !status.is_server_error() {
+            self.memory.invalidate(&done.key);
+        }
+        let max = self.memory.max_object_size();
+        let too_large = content_length(&origin_headers).is_some_and(|n| n > max as u64);
+        let (client_headers, _) = split_headers(&origin_headers);
+        let head = FetchedHead {
+            status,
+            headers: client_headers,
+            freshness: Freshness::compute(
+                status,
+                &origin_headers,
+                &cc,
+                targeted,
+                request_time,
+                response_time,
+                &self.policy,
+            ),
+            not_storable,
+            vary: capture_vary(&origin_headers, &request.client_headers),
+            replaced_stale: replaces_stale,
+        };
+        let shareable = head.shareable();
+        done.inflight.set_outcome(Outcome::Response(Arc::new(head)));
+        if !shareable {
+            self.coalescer.release(&done.key, &done.inflight);
+        }
+
+        let mut received: usize = 0;
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    received += chunk.len();
+                    done.inflight.push_chunk(chunk);
+                }
+                Err(e) => {
+                    let err = UpstreamError::from_reqwest(&e);
+                    warn!(key = %done.key, error = %err, received, "origin body cut short");
+                    done.inflight.finish(Err(err.to_string()));
+                    return;
+                }
+            }
+        }
+        done.inflight.finish(Ok(()));
+        if keep && !too_large && received <= max {
+            if let Some(bytes) = done.inflight.complete_body() {
+                let entry = CachedResponse::new(
+                    status,
+                    &origin_headers,
+                    bytes,
+                    &request.client_headers,
+                    request_time,
+                    response_time,
+                    &self.policy,
+                );
+                self.memory.store(&done.key, Arc::new(entry));
+            }
+        }
+    }
+
+    pub(crate) fn record_fetch(&self, status: StatusCode, started: Instant) {
+        let outcome = if status == StatusCode::NOT_MODIFIED {
+            FetchOutcome::NotModified
+        } else if status.is_server_error() {
+            FetchOutcome::ServerError
+        } else {
+            FetchOutcome::Ok
+        };
+        self.metrics
+            .fetch(outcome, started.elapsed().as_secs_f64());
+    }
+}
+
+/// A 304 may refresh the stored response only if its strong validator, when it has one,
+/// is the stored one (RFC 9111 §4.3.4).
+fn validator_matches(not_modified: &HeaderMap, stored: &CachedResponse) -> bool {
+    match (not_modified.get(ETAG), stored.etag()) {
+        (Some(new), Some(old)) => {
+            new.as_bytes().strip_prefix(b"W/").unwrap_or(new.as_bytes())
+                == old.as_bytes().strip_prefix(b"W/").unwrap_or(old.as_bytes())
+        }
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}

@@ -1,0 +1,217 @@
+//! The memory tier: a moka cache bounded in bytes, holding every variant of a URL.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use moka::ops::compute::Op;
+use moka::sync::Cache;
+
+use crate::entry::CachedResponse;
+use crate::key::CacheKey;
+
+/// The variants stored for one key, newest first.
+#[derive(Debug, Default)]
+pub struct Variants {
+    pub entries: Vec<Arc<CachedResponse>>,
+}
+
+impl Variants {
+    fn weight(&self, key: &CacheKey) -> u32 {
+        let total: usize =
+            key.weight() + self.entries.iter().map(|e| e.weight()).sum::<usize>();
+        u32::try_from(total).unwrap_or(u32::MAX)
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A variant matching the request's `Vary` fields.
+    Found(Arc<CachedResponse>),
+    /// The URL is cached, but no variant matches this request.
+    VaryMiss,
+    /// Nothing is cached for the URL.
+    Miss,
+}
+
+/// Bounded in-memory store of responses.
+#[derive(Clone)]
+pub struct MemoryTier {
+    cache: Cache<CacheKey, Arc<Variants>>,
+    max_object_size: usize,
+}
+
+/// How many variants of one URL are kept; older ones are dropped.
+const MAX_VARIANTS: usize = 16;
+
+impl MemoryTier {
+    /// A tier holding at most `capacity` bytes and objects of at most `max_object_size`.
+    pub fn new(capacity: u64, max_object_size: usize) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(capacity)
+            .weigher(|key: &CacheKey, v: &Arc<Variants>| v.weight(key))
+            .build();
+        Self {
+            cache,
+            max_object_size,
+        }
+    }
+
+    pub fn max_object_size(&self) -> usize {
+        self.max_object_size
+    }
+
+    /// Finds the newest variant of `key` that matches `request_headers`.
+    pub fn lookup(&self, key: &CacheKey, request_headers: &HeaderMap) -> Lookup {
+        match self.cache.get(key) {
+            None => Lookup::Miss,
+            Some(variants) => variants
+                .entries
+                .iter()
+                .find(|e| e.matches(request_headers))
+                .map_or(Lookup::VaryMiss, |e| Lookup::Found(e.clone())),
+        }
+    }
+
+    /// Stores `entry` as the newest variant of `key`, replacing any variant selected by the
+    /// same request header values. Returns false when the object is too large to keep.
+    pub fn store(&self, key: &CacheKey, entry: Arc<CachedResponse>) -> bool {
+        if entry.body.len() > self.max_object_size {
+            return false;
+        }
+        self.cache
+            .entry(key.clone())
+            .and_compute_with(|existing| {
+                let mut entries = Vec::with_capacity(4);
+                entries.push(entry.clone());
+                if let Some(existing) = existing {
+                    entries.extend(
+                        existing
+                            .value()
+                            .entries
+                            .iter()
+                            .filter(|e| e.vary != entry.vary)
+                            .take(MAX_VARIANTS - 1)
+                            .cloned(),
+                    );
+                }
+                Op::Put(Arc::new(Variants { entries }))
+            });
+        true
+    }
+
+    /// Drops every variant of `key`.
+    pub fn invalidate(&self, key: &CacheKey) {
+        self.cache.invalidate(key);
+    }
+
+    /// Drops everything.
+    pub fn clear(&self) {
+        self.cache.invalidate_all();
+    }
+
+    /// Number of URLs held (each may have several variants).
+    pub fn entry_count(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+
+    /// Bytes held, as the weigher counts them.
+    pub fn weighted_size(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.weighted_size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::KeyRules;
+    use crate::policy::PolicyConfig;
+    use bytes::Bytes;
+    use http::{HeaderValue, StatusCode};
+    use std::time::SystemTime;
+
+    fn entry(vary_value: Option<&'static str>, body: &'static str) -> Arc<CachedResponse> {
+        let mut resp = HeaderMap::new();
+        resp.insert("vary", HeaderValue::from_static("accept-encoding"));
+        let mut req = HeaderMap::new();
+        if let Some(v) = vary_value {
+            req.insert("accept-encoding", HeaderValue::from_static(v));
+        }
+        let t = SystemTime::now();
+        Arc::new(CachedResponse::new(
+            StatusCode::OK,
+            &resp,
+            Bytes::from_static(body.as_bytes()),
+            &req,
+            t,
+            t,
+            &PolicyConfig::default(),
+        ))
+    }
+
+    fn key() -> CacheKey {
+        CacheKey::new("http", "a", &"/x".parse().unwrap(), &KeyRules::default())
+    }
+
+    fn req(v: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("accept-encoding", HeaderValue::from_static(v));
+        h
+    }
+
+    #[test]
+    fn variants_are_kept_side_by_side() {
+        let tier = MemoryTier::new(1 << 20, 1 << 20);
+        assert!(matches!(tier.lookup(&key(), &req("gzip")), Lookup::Miss));
+        tier.store(&key(), entry(Some("gzip"), "g"));
+        tier.store(&key(), entry(Some("br"), "b"));
+        let Lookup::Found(e) = tier.lookup(&key(), &req("gzip")) else {
+            panic!("gzip variant missing")
+        };
+        assert_eq!(&e.body[..], b"g");
+        let Lookup::Found(e) = tier.lookup(&key(), &req("br")) else {
+            panic!("br variant missing")
+        };
+        assert_eq!(&e.body[..], b"b");
+        assert!(matches!(
+            tier.lookup(&key(), &req("zstd")),
+            Lookup::VaryMiss
+        ));
+    }
+
+    #[test]
+    fn same_variant_is_replaced() {
+        let tier = MemoryTier::new(1 << 20, 1 << 20);
+        tier.store(&key(), entry(Some("gzip"), "old"));
+        tier.store(&key(), entry(Some("gzip"), "new"));
+        let Lookup::Found(e) = tier.lookup(&key(), &req("gzip")) else {
+            panic!("missing")
+        };
+        assert_eq!(&e.body[..], b"new");
+    }
+
+    #[test]
+    fn oversize_objects_are_refused() {
+        let tier = MemoryTier::new(1 << 20, 2);
+        assert!(!tier.store(&key(), entry(None, "too big")));
+        assert!(matches!(tier.lookup(&key(), &HeaderMap::new()), Lookup::Miss));
+    }
+
+    #[test]
+    fn capacity_bounds_the_bytes_held() {
+        let tier = MemoryTier::new(64 * 1024, 1 << 20);
+        let body: &'static str = Box::leak("x".repeat(4096).into_boxed_str());
+        for i in 0..200 {
+            let k = CacheKey::new(
+                "http",
+                "a",
+                &format!("/{i}").parse().unwrap(),
+                &KeyRules::default(),
+            );
+            tier.store(&k, entry(None, body));
+        }
+        assert!(tier.weighted_size() <= 64 * 1024);
+    }
+}

@@ -1,0 +1,181 @@
+//! Counters of the edge, exposed as Prometheus text on `/metrics` and JSON on `/stats`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+use crate::cache_status::CacheState;
+use crate::memory::MemoryTier;
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// Outcome labels of origin fetches.
+const FETCH_OUTCOMES: [&str; 4] = ["ok", "not_modified", "server_error", "failed"];
+
+/// The edge's metrics. Counters are resolved once so the request path only does atomic adds.
+pub struct Metrics {
+    registry: Registry,
+    requests: Vec<Counter>,
+    fetches: Vec<Counter>,
+    fetch_seconds: Histogram,
+    collapsed: Counter,
+    memory_bytes: Gauge,
+    memory_entries: Gauge,
+}
+
+/// Outcome of one origin fetch.
+#[derive(Debug, Clone, Copy)]
+pub enum FetchOutcome {
+    Ok,
+    NotModified,
+    ServerError,
+    Failed,
+}
+
+impl Metrics {
+    pub fn new(pop: &str) -> Self {
+        let mut registry = Registry::with_labels(
+            [(
+                std::borrow::Cow::Borrowed("pop"),
+                std::borrow::Cow::Owned(pop.to_owned()),
+            )]
+            .into_iter(),
+        );
+        let requests_family = Family::<Labels, Counter>::default();
+        registry.register(
+            "edgecache_requests",
+            "Requests served, by cache state",
+            requests_family.clone(),
+        );
+        let requests = CacheState::ALL
+            .iter()
+            .map(|s| requests_family.get_or_create_owned(&vec![("cache", s.as_str())]))
+            .collect();
+        let fetch_family = Family::<Labels, Counter>::default();
+        registry.register(
+            "edgecache_origin_fetches",
+            "Requests sent to the origin, by outcome",
+            fetch_family.clone(),
+        );
+        let fetches = FETCH_OUTCOMES
+            .iter()
+            .map(|o| fetch_family.get_or_create_owned(&vec![("outcome", *o)]))
+            .collect();
+        let fetch_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 18));
+        registry.register(
+            "edgecache_origin_fetch_seconds",
+            "Time from sending an origin request to its response head",
+            fetch_seconds.clone(),
+        );
+        let collapsed = Counter::default();
+        registry.register(
+            "edgecache_collapsed_requests",
+            "Requests that waited on another request's origin fetch",
+            collapsed.clone(),
+        );
+        let memory_bytes = Gauge::default();
+        registry.register(
+            "edgecache_memory_bytes",
+            "Bytes held by the memory tier",
+            memory_bytes.clone(),
+        );
+        let memory_entries = Gauge::default();
+        registry.register(
+            "edgecache_memory_entries",
+            "URLs held by the memory tier",
+            memory_entries.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            fetches,
+            fetch_seconds,
+            collapsed,
+            memory_bytes,
+            memory_entries,
+        }
+    }
+
+    pub fn request(&self, state: CacheState) {
+        self.requests[state.index()].inc();
+    }
+
+    pub fn fetch(&self, outcome: FetchOutcome, seconds: f64) {
+        self.fetches[outcome as usize].inc();
+        if !matches!(outcome, FetchOutcome::Failed) {
+            self.fetch_seconds.observe(seconds);
+        }
+    }
+
+    pub fn collapsed(&self) {
+        self.collapsed.inc();
+    }
+
+    /// Total origin requests so far.
+    pub fn origin_fetches(&self) -> u64 {
+        self.fetches.iter().map(Counter::get).sum()
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self, memory: &MemoryTier) -> String {
+        self.memory_bytes
+            .set(i64::try_from(memory.weighted_size()).unwrap_or(i64::MAX));
+        self.memory_entries
+            .set(i64::try_from(memory.entry_count()).unwrap_or(i64::MAX));
+        let mut out = String::with_capacity(4096);
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The `/stats` document.
+    pub fn stats(&self, pop: &str, memory: &MemoryTier) -> Stats {
+        let requests: Vec<(&'static str, u64)> = CacheState::ALL
+            .iter()
+            .map(|s| (s.as_str(), self.requests[s.index()].get()))
+            .collect();
+        let total: u64 = requests.iter().map(|(_, n)| n).sum();
+        let from_cache: u64 = CacheState::ALL
+            .iter()
+            .filter(|s| s.served_from_cache())
+            .map(|s| self.requests[s.index()].get())
+            .sum();
+        Stats {
+            pop: pop.to_owned(),
+            requests: requests.into_iter().collect(),
+            requests_total: total,
+            hit_ratio: if total == 0 {
+                0.0
+            } else {
+                from_cache as f64 / total as f64
+            },
+            origin_fetches: self.origin_fetches(),
+            collapsed_requests: self.collapsed.get(),
+            memory: TierStats {
+                entries: memory.entry_count(),
+                bytes: memory.weighted_size(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    pub pop: String,
+    pub requests: std::collections::BTreeMap<&'static str, u64>,
+    pub requests_total: u64,
+    pub hit_ratio: f64,
+    pub origin_fetches: u64,
+    pub collapsed_requests: u64,
+    pub memory: TierStats,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TierStats {
+    pub entries: u64,
+    pub bytes: u64,
+}

@@ -1,0 +1,433 @@
+//! The request path through the edge: lookup, freshness decision, coalesced fetch,
+//! stale fallbacks, and pass-through of other methods with invalidation (RFC 9111 §4).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use http::header::{AGE, CONTENT_LOCATION, HeaderValue, LOCATION, RANGE};
+use http::request::Parts;
+use http::{HeaderMap, Method, Response, StatusCode};
+use tracing::{debug, warn};
+
+use crate::cache_control::CacheControl;
+use crate::cache_status::{CACHE_STATUS, CacheState, CacheStatus, Fwd};
+use crate::coalesce::{FetchedHead, Outcome};
+use crate::entry::{CachedResponse, strip_hop_by_hop};
+use crate::error::UpstreamError;
+use crate::fetch::FetchRequest;
+use crate::key::CacheKey;
+use crate::memory::Lookup;
+use crate::node::Edge;
+use crate::policy::Usability;
+use crate::respond::{self, Precondition, evaluate_preconditions};
+use crate::upstream::{forward_headers, strip_conditionals};
+
+/// The axum handler for every request on the public listener.
+pub async fn handle(
+    State(edge): State<Arc<Edge>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response<Body> {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let (resp, state) = if parts.method == Method::GET || parts.method == Method::HEAD {
+        edge.serve(&parts, peer).await
+    } else {
+        edge.pass(parts.clone(), body, peer).await
+    };
+    edge.metrics.request(state);
+    debug!(
+        method = %parts.method,
+        uri = %parts.uri,
+        status = resp.status().as_u16(),
+        cache = state.as_str(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    resp
+}
+
+impl Edge {
+    /// Serves a GET or HEAD from the cache or through a coalesced origin fetch.
+    async fn serve(self: &Arc<Self>, parts: &Parts, peer: SocketAddr) -> (Response<Body>, CacheState) {
+        let now = SystemTime::now();
+        let key = self.key_of(parts);
+        let req_cc = CacheControl::for_request(&parts.headers);
+        let (stale, fwd) = match self.memory.lookup(&key, &parts.headers) {
+            Lookup::Found(entry) => match entry.freshness.usability(&req_cc, now) {
+                Usability::Fresh => {
+                    let status = CacheStatus::hit(entry.freshness.ttl(now));
+                    return (self.from_entry(&entry, parts, status, now), CacheState::Hit);
+                }
+                Usability::ServeStale => {
+                    if entry.freshness.staleness(now) < entry.freshness.stale_while_revalidate {
+                        self.revalidate_in_background(&key, parts, &entry, peer);
+                    }
+                    let mut status = CacheStatus::hit(entry.freshness.ttl(now));
+                    status.fwd = None;
+                    status.detail = Some("stale");
+                    return (self.from_entry(&entry, parts, status, now), CacheState::StaleHit);
+                }
+                Usability::Revalidate => {
+                    let fwd = if req_cc.no_cache || req_cc.max_age.is_some() || req_cc.min_fresh.is_some()
+                    {
+                        Fwd::Request
+                    } else {
+                        Fwd::Stale
+                    };
+                    (Some(entry), fwd)
+                }
+            },
+            Lookup::VaryMiss => (None, Fwd::VaryMiss),
+            Lookup::Miss => (None, Fwd::UriMiss),
+        };
+        if req_cc.only_if_cached {
+            let mut status = CacheStatus::forward(fwd);
+            status.detail = Some("only-if-cached");
+            return (
+                self.error_response(StatusCode::GATEWAY_TIMEOUT, "not in cache", status),
+                CacheState::Error,
+            );
+        }
+        self.fetch(parts, key, stale, fwd, &req_cc, peer).await
+    }
+
+    /// Joins or starts the origin fetch for `key` and answers from its outcome.
+    async fn fetch(
+        self: &Arc<Self>,
+        parts: &Parts,
+        key: CacheKey,
+        stale: Option<Arc<CachedResponse>>,
+        fwd: Fwd,
+        req_cc: &CacheControl,
+        peer: SocketAddr,
+    ) -> (Response<Body>, CacheState) {
+        let (inflight, leader) = self.coalescer.join(&key);
+        if leader {
+            let request = self.fetch_request(parts, stale.clone(), peer);
+            tokio::spawn(self.clone().run_fetch(key.clone(), inflight.clone(), request));
+        } else {
+            self.metrics.collapsed();
+        }
+        let outcome = inflight.outcome().await;
+        let now = SystemTime::now();
+        match outcome {
+            Outcome::Refreshed(entry) => {
+                let status = CacheStatus {
+                    fwd: Some(fwd),
+                    fwd_status: Some(304),
+                    ttl: Some(entry.freshness.ttl(now)),
+                    stored: true,
+                    collapsed: !leader,
+                    ..CacheStatus::default()
+                };
+                (self.from_entry(&entry, parts, status, now), CacheState::Revalidated)
+            }
+            Outcome::Failed(err) => {
+                if let Some(entry) = stale.filter(|e| e.freshness.usable_on_error(req_cc, now)) {
+                    return self.stale_on_error(&entry, parts, fwd, None, err.detail(), now);
+                }
+                let mut status = CacheStatus::forward(fwd);
+                status.collapsed = !leader;
+                status.detail = Some(err.detail());
+                (
+                    self.error_response(err.status(), err.detail(), status),
+                    CacheState::Error,
+                )
+            }
+            Outcome::Response(head) => {
+                if head.status.is_server_error()
+                    && let Some(entry) = stale.filter(|e| e.freshness.usable_on_error(req_cc, now))
+                {
+                    let code = Some(head.status.as_u16());
+                    return self.stale_on_error(&entry, parts, fwd, code, "origin-error", now);
+                }
+                if !leader && (!head.shareable() || !vary_matches(&head, &parts.headers)) {
+                    // Not ours to share: this request gets its own origin exchange.
+                    return self.fetch_alone(parts, fwd, peer).await;
+                }
+                let state = match (fwd, head.replaced_stale) {
+                    (_, true) => CacheState::Refetched,
+                    (Fwd::VaryMiss, _) => CacheState::VaryMiss,
+                    _ => CacheState::Miss,
+                };
+                let mut status = CacheStatus {
+                    fwd: Some(fwd),
+                    fwd_status: Some(head.status.as_u16()),
+                    stored: head.shareable(),
+                    collapsed: !leader,
+                    detail: head.not_storable.map(|n| n.as_str()),
+                    ..CacheStatus::default()
+                };
+                // A range of an object being stored is cut from the stored copy once complete.
+                if parts.headers.contains_key(RANGE) && head.shareable() && head.status == StatusCode::OK
+                {
+                    inflight.wait_end().await;
+                    if let Lookup::Found(entry) = self.memory.lookup(&key, &parts.headers) {
+                        status.ttl = Some(entry.freshness.ttl(now));
+                        return (self.from_entry(&entry, parts, status, now), state);
+                    }
+                }
+                let age = head.freshness.age(now);
+                let upstream_status = head.headers.get(CACHE_STATUS);
+                let status_value = status.render(&self.status_name, upstream_status);
+                if head.status.is_success() {
+                    match evaluate_preconditions(&parts.headers, &head.headers, now) {
+                        Precondition::NotModified => {
+                            return (respond::not_modified(&head.headers, age, status_value), state);
+                        }
+                        Precondition::Failed => {
+                            return (
+                                self.error_response(
+                                    StatusCode::PRECONDITION_FAILED,
+                                    "precondition failed",
+                                    status,
+                                ),
+                                state,
+                            );
+                        }
+                        Precondition::Proceed => {}
+                    }
+                }
+                let body = if parts.method == Method::HEAD {
+                    Body::empty()
+                } else {
+                    Body::from_stream(inflight.clone().body())
+                };
+                let mut resp = Response::new(body);
+                *resp.status_mut() = head.status;
+                *resp.headers_mut() = head.headers.clone();
+                respond::stamp(resp.headers_mut(), age, status_value);
+                (resp, state)
+            }
+        }
+    }
+
+    /// A request that could not share another's response: fetched and streamed on its own,
+    /// without coalescing.
+    async fn fetch_alone(
+        self: &Arc<Self>,
+        parts: &Parts,
+        fwd: Fwd,
+        peer: SocketAddr,
+    ) -> (Response<Body>, CacheState) {
+        let mut headers = forward_headers(&parts.headers, Some(peer));
+        strip_conditionals(&mut headers);
+        let path = path_and_query(parts);
+        let started = Instant::now();
+        match self.upstream.send(Method::GET, path, headers, None).await {
+            Ok(resp) => {
+                self.record_fetch(resp.status(), started);
+                let status = CacheStatus {
+                    fwd: Some(fwd),
+                    fwd_status: Some(resp.status().as_u16()),
+                    ..CacheStatus::default()
+                };
+                (self.stream_back(resp, &parts.method, status), CacheState::Miss)
+            }
+            Err(err) => {
+                self.record_failure(&err, path);
+                let mut status = CacheStatus::forward(fwd);
+                status.detail = Some(err.detail());
+                (self.error_response(err.status(), err.detail(), status), CacheState::Error)
+            }
+        }
+    }
+
+    /// Starts a background revalidation of a stale entry, unless one is already running.
+    fn revalidate_in_background(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        parts: &Parts,
+        entry: &Arc<CachedResponse>,
+        peer: SocketAddr,
+    ) {
+        let (inflight, leader) = self.coalescer.join(key);
+        if leader {
+            let request = self.fetch_request(parts, Some(entry.clone()), peer);
+            tokio::spawn(self.clone().run_fetch(key.clone(), inflight, request));
+        }
+    }
+
+    fn fetch_request(
+        &self,
+        parts: &Parts,
+        stale: Option<Arc<CachedResponse>>,
+        peer: SocketAddr,
+    ) -> FetchRequest {
+        let mut headers = forward_headers(&parts.headers, Some(peer));
+        strip_conditionals(&mut headers);
+        FetchRequest {
+            path_and_query: path_and_query(parts).to_owned(),
+            client_headers: parts.headers.clone(),
+            headers,
+            stale,
+        }
+    }
+
+    /// Serves a stale entry because the origin failed (RFC 5861 §4).
+    fn stale_on_error(
+        &self,
+        entry: &CachedResponse,
+        parts: &Parts,
+        fwd: Fwd,
+        fwd_status: Option<u16>,
+        detail: &'static str,
+        now: SystemTime,
+    ) -> (Response<Body>, CacheState) {
+        let status = CacheStatus {
+            hit: true,
+            fwd: Some(fwd),
+            fwd_status,
+            ttl: Some(entry.freshness.ttl(now)),
+            detail: Some(detail),
+            ..CacheStatus::default()
+        };
+        (self.from_entry(entry, parts, status, now), CacheState::StaleOnError)
+    }
+
+    fn from_entry(
+        &self,
+        entry: &CachedResponse,
+        parts: &Parts,
+        status: CacheStatus,
+        now: SystemTime,
+    ) -> Response<Body> {
+        let value = status.render(&self.status_name, entry.headers.get(CACHE_STATUS));
+        respond::from_entry(
+            entry,
+            &parts.method,
+            &parts.headers,
+            entry.freshness.age(now),
+            value,
+        )
+    }
+
+    /// Forwards a request the cache does not answer (any method but GET and HEAD), and
+    /// invalidates what an unsafe one may have changed (RFC 9111 §4.4).
+    async fn pass(
+        self: &Arc<Self>,
+        parts: Parts,
+        body: Body,
+        peer: SocketAddr,
+    ) -> (Response<Body>, CacheState) {
+        let headers = forward_headers(&parts.headers, Some(peer));
+        let path = path_and_query(&parts);
+        let upstream_body = reqwest::Body::wrap_stream(body.into_data_stream());
+        let started = Instant::now();
+        let status = CacheStatus::forward(Fwd::Bypass);
+        match self
+            .upstream
+            .send(parts.method.clone(), path, headers, Some(upstream_body))
+            .await
+        {
+            Ok(resp) => {
+                self.record_fetch(resp.status(), started);
+                let unsafe_method = !matches!(
+                    parts.method,
+                    Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+                );
+                if unsafe_method && (resp.status().is_success() || resp.status().is_redirection()) {
+                    self.invalidate_after_write(&parts, resp.headers());
+                }
+                let mut status = status;
+                status.fwd_status = Some(resp.status().as_u16());
+                (self.stream_back(resp, &parts.method, status), CacheState::Pass)
+            }
+            Err(err) => {
+                self.record_failure(&err, path);
+                let mut status = status;
+                status.detail = Some(err.detail());
+                (self.error_response(err.status(), err.detail(), status), CacheState::Error)
+            }
+        }
+    }
+
+    /// Drops the target URI and the same-origin `Location` / `Content-Location` URIs.
+    fn invalidate_after_write(&self, parts: &Parts, resp_headers: &HeaderMap) {
+        let key = self.key_of(parts);
+        self.memory.invalidate(&key);
+        for name in [LOCATION, CONTENT_LOCATION] {
+            let Some(target) = resp_headers.get(&name).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
+            let Ok(uri) = target.parse::<http::Uri>() else { continue };
+            let same_origin = match uri.authority() {
+                None => true,
+                Some(a) => key.origin().ends_with(&format!("://{}", a.as_str().to_ascii_lowercase())),
+            };
+            if same_origin && uri.path().starts_with('/') {
+                let host = key.origin().split_once("://").map_or("", |(_, h)| h);
+                self.memory
+                    .invalidate(&CacheKey::new("http", host, &uri, &self.key_rules));
+            }
+        }
+    }
+
+    /// Streams an origin response to the client as it is.
+    fn stream_back(&self, resp: reqwest::Response, method: &Method, status: CacheStatus) -> Response<Body> {
+        let code = resp.status();
+        let mut headers = resp.headers().clone();
+        strip_hop_by_hop(&mut headers);
+        let value = status.render(&self.status_name, headers.get(CACHE_STATUS));
+        if !headers.contains_key(AGE) {
+            headers.insert(AGE, HeaderValue::from_static("0"));
+        }
+        headers.insert(CACHE_STATUS, value);
+        let body = if *method == Method::HEAD {
+            Body::empty()
+        } else {
+            Body::from_stream(resp.bytes_stream())
+        };
+        let mut out = Response::new(body);
+        *out.status_mut() = code;
+        *out.headers_mut() = headers;
+        out
+    }
+
+    pub(crate) fn error_response(
+        &self,
+        code: StatusCode,
+        reason: &str,
+        status: CacheStatus,
+    ) -> Response<Body> {
+        let mut resp = Response::new(Body::from(format!(
+            "{} {}: {reason}\n",
+            code.as_u16(),
+            code.canonical_reason().unwrap_or("")
+        )));
+        *resp.status_mut() = code;
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        respond::stamp(h, 0, status.render(&self.status_name, None));
+        resp
+    }
+
+    pub(crate) fn record_failure(&self, err: &UpstreamError, path: &str) {
+        self.metrics.fetch(crate::metrics::FetchOutcome::Failed, 0.0);
+        warn!(path, error = %err, "origin fetch failed");
+    }
+
+    fn key_of(&self, parts: &Parts) -> CacheKey {
+        CacheKey::from_request("http", &parts.uri, &parts.headers, "localhost", &self.key_rules)
+    }
+}
+
+fn path_and_query(parts: &Parts) -> &str {
+    parts.uri.path_and_query().map_or("/", |p| p.as_str())
+}
+
+/// True when this request has the same values as the fetch's leader for every field the
+/// response varies on.
+fn vary_matches(head: &FetchedHead, headers: &HeaderMap) -> bool {
+    head.vary
+        .iter()
+        .all(|(name, value)| crate::entry::normalised_values(headers, name) == *value)
+}

@@ -1,0 +1,383 @@
+//! Responses built from the cache: client conditionals (304, 412), ranges (206, 416) and
+//! full bodies, each with `Age` and `Cache-Status`.
+
+use std::time::SystemTime;
+
+use axum::body::Body;
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{
+    AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_RANGE, CONTENT_TYPE, DATE,
+    ETAG, EXPIRES, HeaderValue, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    IF_UNMODIFIED_SINCE, LAST_MODIFIED, RANGE, VARY,
+};
+use http::{HeaderMap, Method, Response, StatusCode};
+
+use crate::cache_status::CACHE_STATUS;
+use crate::entry::CachedResponse;
+use crate::policy::header_date;
+
+/// What a client's preconditions say about a stored representation (RFC 9110 §13.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// Serve it.
+    Proceed,
+    /// 304 Not Modified.
+    NotModified,
+    /// 412 Precondition Failed.
+    Failed,
+}
+
+/// Evaluates `If-Match`, `If-Unmodified-Since`, `If-None-Match` and `If-Modified-Since`
+/// of a GET or HEAD against a stored 2xx response's headers.
+pub fn evaluate_preconditions(
+    req: &HeaderMap,
+    stored: &HeaderMap,
+    received_at: SystemTime,
+) -> Precondition {
+    let etag = stored.get(ETAG).and_then(|v| v.to_str().ok());
+    if let Some(if_match) = req.get(IF_MATCH).and_then(|v| v.to_str().ok()) {
+        let ok = if_match.trim() == "*"
+            || etag.is_some_and(|e| list_contains(if_match, e, true));
+        if !ok {
+            return Precondition::Failed;
+        }
+    } else if let Some(ius) = header_date(req, IF_UNMODIFIED_SINCE)
+        && let Some(lm) = header_date(stored, LAST_MODIFIED)
+        && lm > ius
+    {
+        return Precondition::Failed;
+    }
+    if let Some(inm) = req.get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        let matched = inm.trim() == "*" || etag.is_some_and(|e| list_contains(inm, e, false));
+        return if matched {
+            Precondition::NotModified
+        } else {
+            Precondition::Proceed
+        };
+    }
+    if let Some(ims) = header_date(req, IF_MODIFIED_SINCE) {
+        // RFC 9111 §4.3.2: Last-Modified, else Date, else when it was received.
+        let modified = header_date(stored, LAST_MODIFIED)
+            .or_else(|| header_date(stored, DATE))
+            .unwrap_or(received_at);
+        if modified <= ims {
+            return Precondition::NotModified;
+        }
+    }
+    Precondition::Proceed
+}
+
+/// True when the comma-separated entity-tag `list` contains `etag`; weak comparison
+/// ignores `W/` prefixes, strong comparison refuses weak tags.
+fn list_contains(list: &str, etag: &str, strong: bool) -> bool {
+    let etag = etag.trim();
+    if strong && etag.starts_with("W/") {
+        return false;
+    }
+    let opaque = etag.trim_start_matches("W/");
+    split_etags(list).any(|candidate| {
+        if strong && candidate.starts_with("W/") {
+            return false;
+        }
+        candidate.trim_start_matches("W/") == opaque
+    })
+}
+
+/// Splits an entity-tag list on the commas outside quoted tags.
+fn split_etags(list: &str) -> impl Iterator<Item = &str> {
+    let mut rest = list;
+    std::iter::from_fn(move || {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            return None;
+        }
+        let quote = rest.find('"');
+        let end = match quote {
+            Some(q) => rest[q + 1..]
+                .find('"')
+                .map_or(rest.len(), |close| q + 1 + close + 1),
+            None => rest.find(',').unwrap_or(rest.len()),
+        };
+        let tag = rest[..end].trim();
+        rest = &rest[end..];
+        Some(tag)
+    })
+}
+
+/// Answers a GET or HEAD from a stored response.
+pub fn from_entry(
+    entry: &CachedResponse,
+    method: &Method,
+    req: &HeaderMap,
+    age: u64,
+    cache_status: HeaderValue,
+) -> Response<Body> {
+    if entry.status.is_success() {
+        match evaluate_preconditions(req, &entry.headers, entry.stored_at) {
+            Precondition::NotModified => {
+                return not_modified(&entry.headers, age, cache_status);
+            }
+            Precondition::Failed => {
+                return plain(StatusCode::PRECONDITION_FAILED, age, cache_status);
+            }
+            Precondition::Proceed => {}
+        }
+    }
+    if entry.status == StatusCode::OK
+        && method == Method::GET
+        && let Some(range) = req.get(RANGE).and_then(|v| v.to_str().ok())
+        && if_range_allows(req, &entry.headers)
+        && let Some(resp) = ranged(entry, range, age, &cache_status)
+    {
+        return resp;
+    }
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(entry.body.clone())
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = entry.status;
+    *resp.headers_mut() = entry.headers.clone();
+    stamp(resp.headers_mut(), age, cache_status);
+    resp
+}
+
+/// Adds `Age` and `Cache-Status`.
+pub fn stamp(headers: &mut HeaderMap, age: u64, cache_status: HeaderValue) {
+    headers.insert(AGE, HeaderValue::from(age));
+    headers.insert(CACHE_STATUS, cache_status);
+}
+
+/// A 304 carrying the fields RFC 9110 §15.4.5 asks for.
+pub fn not_modified(stored: &HeaderMap, age: u64, cache_status: HeaderValue) -> Response<Body> {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::NOT_MODIFIED;
+    let h = resp.headers_mut();
+    for name in [
+        CACHE_CONTROL,
+        CONTENT_LOCATION,
+        DATE,
+        ETAG,
+        EXPIRES,
+        VARY,
+        LAST_MODIFIED,
+    ] {
+        for v in stored.get_all(&name) {
+            h.append(name.clone(), v.clone());
+        }
+    }
+    stamp(h, age, cache_status);
+    resp
+}
+
+fn plain(status: StatusCode, age: u64, cache_status: HeaderValue) -> Response<Body> {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = status;
+    stamp(resp.headers_mut(), age, cache_status);
+    resp
+}
+
+/// `If-Range` lets the range through only when it names the stored representation: a
+/// strong ETag match, or the exact `Last-Modified` date (RFC 9110 §13.1.5).
+fn if_range_allows(req: &HeaderMap, stored: &HeaderMap) -> bool {
+    let Some(if_range) = req.get(IF_RANGE).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let if_range = if_range.trim();
+    if if_range.starts_with('"') || if_range.starts_with("W/") {
+        return stored
+            .get(ETAG)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|e| !e.starts_with("W/") && !if_range.starts_with("W/") && e == if_range);
+    }
+    match (
+        httpdate::parse_http_date(if_range).ok(),
+        header_date(stored, LAST_MODIFIED),
+    ) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// A 206 or 416 for `range`, or `None` when the header is not a valid byte range (it is
+/// then ignored and the whole body served).
+fn ranged(
+    entry: &CachedResponse,
+    range: &str,
+    age: u64,
+    cache_status: &HeaderValue,
+) -> Option<Response<Body>> {
+    let len = entry.body.len() as u64;
+    let parsed = http_range_header::parse_range_header(range).ok()?;
+    let ranges = match parsed.validate(len) {
+        Ok(r) if !r.is_empty() => r,
+        Ok(_) | Err(http_range_header::RangeUnsatisfiableError::Unsatisfiable) => {
+            let mut resp = plain(StatusCode::RANGE_NOT_SATISFIABLE, age, cache_status.clone());
+            let h = resp.headers_mut();
+            h.insert(CONTENT_RANGE, header_value(format!("bytes */{len}")));
+            copy_validators(&entry.headers, h);
+            return Some(resp);
+        }
+        // Overlapping or otherwise rejected ranges: serve the whole representation.
+        Err(_) => return None,
+    };
+    let mut headers = entry.headers.clone();
+    let body = if let [r] = ranges.as_slice() {
+        headers.insert(
+            CONTENT_RANGE,
+            header_value(format!("bytes {}-{}/{len}", r.start(), r.end())),
+        );
+        entry
+            .body
+            .slice(*r.start() as usize..=*r.end() as usize)
+    } else {
+        let boundary = boundary();
+        let content_type = entry.headers.get(CONTENT_TYPE).cloned();
+        headers.insert(
+            CONTENT_TYPE,
+            header_value(format!("multipart/byteranges; boundary={boundary}")),
+        );
+        multipart(&entry.body, &ranges, content_type.as_ref(), &boundary)
+    };
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+    *resp.headers_mut() = headers;
+    stamp(resp.headers_mut(), age, cache_status.clone());
+    Some(resp)
+}
+
+fn copy_validators(from: &HeaderMap, to: &mut HeaderMap) {
+    for name in [ETAG, LAST_MODIFIED, DATE, CACHE_CONTROL, VARY] {
+        if let Some(v) = from.get(&name) {
+            to.insert(name, v.clone());
+        }
+    }
+}
+
+/// Assembles a `multipart/byteranges` body (RFC 9110 §14.6).
+fn multipart(
+    body: &Bytes,
+    ranges: &[std::ops::RangeInclusive<u64>],
+    content_type: Option<&HeaderValue>,
+    boundary: &str,
+) -> Bytes {
+    let len = body.len();
+    let mut out = BytesMut::new();
+    for r in ranges {
+        out.put_slice(b"\r\n--");
+        out.put_slice(boundary.as_bytes());
+        out.put_slice(b"\r\n");
+        if let Some(ct) = content_type {
+            out.put_slice(b"Content-Type: ");
+            out.put_slice(ct.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(format!("Content-Range: bytes {}-{}/{len}\r\n\r\n", r.start(), r.end()).as_bytes());
+        out.put_slice(&body[*r.start() as usize..=*r.end() as usize]);
+    }
+    out.put_slice(b"\r\n--");
+    out.put_slice(boundary.as_bytes());
+    out.put_slice(b"--\r\n");
+    out.freeze()
+}
+
+fn boundary() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "edgecache-{:08x}{:08x}",
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn header_value(s: String) -> HeaderValue {
+    // Every caller formats digits and ASCII tokens only.
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(*k, HeaderValue::from_static(v));
+        }
+        m
+    }
+
+    #[test]
+    fn if_none_match_uses_weak_comparison() {
+        let stored = h(&[("etag", "W/\"abc\"")]);
+        let now = SystemTime::now();
+        assert_eq!(
+            evaluate_preconditions(&h(&[("if-none-match", "\"x\", \"abc\"")]), &stored, now),
+            Precondition::NotModified
+        );
+        assert_eq!(
+            evaluate_preconditions(&h(&[("if-none-match", "\"x\"")]), &stored, now),
+            Precondition::Proceed
+        );
+        assert_eq!(
+            evaluate_preconditions(&h(&[("if-none-match", "*")]), &stored, now),
+            Precondition::NotModified
+        );
+    }
+
+    #[test]
+    fn if_match_uses_strong_comparison() {
+        let now = SystemTime::now();
+        let weak = h(&[("etag", "W/\"abc\"")]);
+        assert_eq!(
+            evaluate_preconditions(&h(&[("if-match", "W/\"abc\"")]), &weak, now),
+            Precondition::Failed
+        );
+        let strong = h(&[("etag", "\"abc\"")]);
+        assert_eq!(
+            evaluate_preconditions(&h(&[("if-match", "\"abc\"")]), &strong, now),
+            Precondition::Proceed
+        );
+    }
+
+    #[test]
+    fn if_modified_since_is_ignored_with_if_none_match() {
+        let now = SystemTime::now();
+        let stored = h(&[
+            ("etag", "\"a\""),
+            ("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT"),
+        ]);
+        let req = h(&[
+            ("if-none-match", "\"b\""),
+            ("if-modified-since", "Tue, 02 Jan 2024 00:00:00 GMT"),
+        ]);
+        assert_eq!(evaluate_preconditions(&req, &stored, now), Precondition::Proceed);
+        let req = h(&[("if-modified-since", "Tue, 02 Jan 2024 00:00:00 GMT")]);
+        assert_eq!(
+            evaluate_preconditions(&req, &stored, now),
+            Precondition::NotModified
+        );
+    }
+
+    #[test]
+    fn etag_lists_with_commas_inside_quotes() {
+        let tags: Vec<_> = split_etags("\"a,b\", W/\"c\"").collect();
+        assert_eq!(tags, vec!["\"a,b\"", "W/\"c\""]);
+    }
+
+    #[test]
+    fn multipart_body_has_each_part() {
+        let body = Bytes::from_static(b"0123456789");
+        let out = multipart(&body, &[0..=1, 8..=9], None, "B");
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(text.contains("Content-Range: bytes 0-1/10\r\n\r\n01"));
+        assert!(text.contains("Content-Range: bytes 8-9/10\r\n\r\n89"));
+        assert!(text.ends_with("\r\n--B--\r\n"));
+    }
+}

@@ -1,0 +1,64 @@
+//! Runs an edge: the public listener and the admin listener, until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::config::EdgeConfig;
+use crate::error::EdgeError;
+use crate::node::Edge;
+use crate::{admin, proxy};
+
+/// Serves `listener` (public) and `admin` until `shutdown` completes, then finishes the
+/// requests in progress.
+pub async fn run(
+    listener: TcpListener,
+    admin_listener: Option<TcpListener>,
+    config: EdgeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), EdgeError> {
+    let edge = Arc::new(Edge::new(&config)?);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin_task = admin_listener.map(|l| {
+        let app = admin::router(edge.clone());
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            axum::serve(l, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await
+        })
+    });
+    let app = Router::new().fallback(proxy::handle).with_state(edge.clone());
+    info!(pop = edge.pop(), "edge serving");
+    let listener = listener.tap_io(|tcp| {
+        // Small responses must not wait for Nagle's algorithm.
+        let _ = tcp.set_nodelay(true);
+    });
+    let mut rx = stop_rx;
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        tokio::select! {
+            () = shutdown => {}
+            _ = rx.wait_for(|stop| *stop) => {}
+        }
+    });
+    let result = served.await;
+    let _ = stop_tx.send(true);
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
+    result.map_err(|source| EdgeError::Io {
+        context: "serving".into(),
+        source,
+    })
+}

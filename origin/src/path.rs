@@ -1,0 +1,296 @@
+//! Safe resolution of a request path to a file under the document root.
+
+use std::path::{Path, PathBuf};
+
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+
+use crate::error::OriginError;
+
+/// Served for a request naming a directory.
+pub(crate) const INDEX_FILE: &str = "index.html";
+
+/// Bytes re-encoded when a decoded path is put back into a `Location` header.
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'\\')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// A request path, decoded and checked, split into its non-empty segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RequestPath {
+    segments: Vec<String>,
+    trailing_slash: bool,
+}
+
+impl RequestPath {
+    /// Decodes the raw (still percent-encoded) path of a request URI.
+    pub(crate) fn parse(raw: &str) -> Result<Self, OriginError> {
+        let Some(rest) = raw.strip_prefix('/') else {
+            return Err(OriginError::BadPath("path must start with /"));
+        };
+        let mut segments = Vec::new();
+        for raw_segment in rest.split('/') {
+            // An encoded separator would let one URL segment become two path components,
+            // or a different one on Windows, so it is refused rather than decoded.
+            let lower = raw_segment.to_ascii_lowercase();
+            if lower.contains("%2f") {
+                return Err(OriginError::BadPath("encoded slash (%2F)"));
+            }
+            if lower.contains("%5c") || raw_segment.contains('\\') {
+                return Err(OriginError::BadPath("backslash"));
+            }
+            let bytes: Vec<u8> = percent_decode_str(raw_segment).collect();
+            if bytes.contains(&0) {
+                return Err(OriginError::BadPath("NUL byte"));
+            }
+            let Ok(segment) = String::from_utf8(bytes) else {
+                return Err(OriginError::BadPath("not valid UTF-8"));
+            };
+            match segment.as_str() {
+                ".." => return Err(OriginError::BadPath("'..' segment")),
+                "" | "." => {}
+                _ => segments.push(segment),
+            }
+        }
+        Ok(RequestPath {
+            segments,
+            trailing_slash: raw.ends_with('/'),
+        })
+    }
+
+    /// The decoded path as rules see it, e.g. `/docs/a b.html`.
+    pub(crate) fn decoded(&self) -> String {
+        let mut path = String::from("/");
+        path.push_str(&self.segments.join("/"));
+        if self.trailing_slash && !self.segments.is_empty() {
+            path.push('/');
+        }
+        path
+    }
+
+    /// Where a directory named without its trailing slash lives, re-encoded so the
+    /// `Location` is always a single-origin absolute path (never `//host`).
+    fn directory_location(&self, query: Option<&str>) -> String {
+        let mut location = String::new();
+        for segment in &self.segments {
+            location.push('/');
+            location.extend(utf8_percent_encode(segment, SEGMENT));
+        }
+        location.push('/');
+        if let Some(query) = query {
+            location.push('?');
+            location.push_str(query);
+        }
+        location
+    }
+}
+
+/// What a request path names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Resolved {
+    /// A regular file inside the root.
+    File {
+        /// Root joined with the request's segments: precompressed siblings are looked up next to it.
+        path: PathBuf,
+        /// Where it really is; opened instead of `path` so a symlink swapped in after the
+        /// check cannot redirect the read.
+        canonical: PathBuf,
+        /// The decoded URL path of the file, with the index file named for a directory.
+        url_path: String,
+    },
+    /// A directory requested without its trailing slash: redirect so relative links resolve.
+    Redirect(String),
+}
+
+/// Resolves `request` under `root`, which must already be canonical.
+///
+/// Symlinks are followed, but only to targets inside the root: anything whose canonical path
+/// leaves the root is reported as missing, so the response does not reveal what lies outside.
+pub(crate) async fn resolve(
+    root: &Path,
+    request: &RequestPath,
+    query: Option<&str>,
+) -> Result<Resolved, OriginError> {
+    let mut path = root.to_path_buf();
+    path.extend(&request.segments);
+    let canonical = canonical_inside(root, &path)
+        .await
+        .ok_or(OriginError::NotFound)?;
+    let meta = tokio::fs::metadata(&canonical)
+        .await
+        .map_err(|_| OriginError::NotFound)?;
+
+    if meta.is_dir() {
+        if !request.trailing_slash {
+            return Ok(Resolved::Redirect(request.directory_location(query)));
+        }
+        path.push(INDEX_FILE);
+        let index = canonical_inside(root, &path)
+            .await
+            .ok_or(OriginError::NotFound)?;
+        if !is_file(&index).await {
+            return Err(OriginError::NotFound);
+        }
+        let url_path = format!("{}{INDEX_FILE}", request.decoded());
+        return Ok(Resolved::File {
+            path,
+            canonical: index,
+            url_path,
+        });
+    }
+    // A file named with a trailing slash would break its relative links; sockets, FIFOs
+    // and devices are never content.
+    if !meta.is_file() || request.trailing_slash {
+        return Err(OriginError::NotFound);
+    }
+    Ok(Resolved::File {
+        path,
+        canonical,
+        url_path: request.decoded(),
+    })
+}
+
+/// The canonical form of `path` if it exists and stays inside the canonical `root`.
+pub(crate) async fn canonical_inside(root: &Path, path: &Path) -> Option<PathBuf> {
+    let canonical = tokio::fs::canonicalize(path).await.ok()?;
+    canonical.starts_with(root).then_some(canonical)
+}
+
+/// Whether `path` (already canonical) is a regular file.
+pub(crate) async fn is_file(path: &Path) -> bool {
+    tokio::fs::metadata(path)
+        .await
+        .is_ok_and(|meta| meta.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad(raw: &str) -> &'static str {
+        match RequestPath::parse(raw) {
+            Err(OriginError::BadPath(why)) => why,
+            other => panic!("{raw}: expected BadPath, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decodes_segments_and_skips_empty_and_dot() {
+        let path = RequestPath::parse("/a%20b//./c.txt").unwrap();
+        assert_eq!(path.segments, ["a b", "c.txt"]);
+        assert!(!path.trailing_slash);
+        assert_eq!(path.decoded(), "/a b/c.txt");
+        assert_eq!(RequestPath::parse("/").unwrap().decoded(), "/");
+        assert_eq!(RequestPath::parse("/docs/").unwrap().decoded(), "/docs/");
+        assert_eq!(RequestPath::parse("/caf%C3%A9").unwrap().decoded(), "/café");
+    }
+
+    #[test]
+    fn refuses_traversal_in_every_spelling() {
+        assert_eq!(bad("/.."), "'..' segment");
+        assert_eq!(bad("/a/../../etc/passwd"), "'..' segment");
+        assert_eq!(bad("/%2e%2e/etc/passwd"), "'..' segment");
+        assert_eq!(bad("/.%2E/x"), "'..' segment");
+        assert_eq!(bad("/a/..%2fb"), "encoded slash (%2F)");
+        assert_eq!(bad("/a%2Fb"), "encoded slash (%2F)");
+        assert_eq!(bad("/a%5cb"), "backslash");
+        assert_eq!(bad("/a\\b"), "backslash");
+        assert_eq!(bad("/a%00.html"), "NUL byte");
+        assert_eq!(bad("/%ff"), "not valid UTF-8");
+        assert_eq!(bad("*"), "path must start with /");
+        assert_eq!(bad(""), "path must start with /");
+    }
+
+    #[test]
+    fn names_that_only_look_like_traversal_are_fine() {
+        let path = RequestPath::parse("/..a/b../...").unwrap();
+        assert_eq!(path.segments, ["..a", "b..", "..."]);
+        // A malformed escape is kept literally rather than refused.
+        assert_eq!(RequestPath::parse("/100%").unwrap().decoded(), "/100%");
+    }
+
+    #[test]
+    fn directory_location_is_reencoded_and_keeps_the_query() {
+        let path = RequestPath::parse("//evil.com/a%20b").unwrap();
+        assert_eq!(path.directory_location(Some("x=1")), "/evil.com/a%20b/?x=1");
+        assert_eq!(
+            RequestPath::parse("/").unwrap().directory_location(None),
+            "/"
+        );
+    }
+
+    #[tokio::test]
+    async fn resolves_files_directories_and_refuses_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("docs")).unwrap();
+        std::fs::create_dir_all(root.join("empty")).unwrap();
+        std::fs::write(root.join("docs/index.html"), "i").unwrap();
+        std::fs::write(root.join("a.txt"), "a").unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "s").unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("out")).unwrap();
+        std::os::unix::fs::symlink(root.join("a.txt"), root.join("alias.txt")).unwrap();
+
+        let resolve = |raw: &str| {
+            let root = root.clone();
+            let request = RequestPath::parse(raw).unwrap();
+            async move { resolve(&root, &request, None).await }
+        };
+        assert_eq!(
+            resolve("/a.txt").await.unwrap(),
+            Resolved::File {
+                path: root.join("a.txt"),
+                canonical: root.join("a.txt"),
+                url_path: "/a.txt".into()
+            }
+        );
+        assert_eq!(
+            resolve("/docs/").await.unwrap(),
+            Resolved::File {
+                path: root.join("docs/index.html"),
+                canonical: root.join("docs/index.html"),
+                url_path: "/docs/index.html".into()
+            }
+        );
+        assert_eq!(
+            resolve("/docs").await.unwrap(),
+            Resolved::Redirect("/docs/".into())
+        );
+        match resolve("/alias.txt").await.unwrap() {
+            Resolved::File {
+                path, canonical, ..
+            } => {
+                assert_eq!(path, root.join("alias.txt"));
+                assert_eq!(canonical, root.join("a.txt"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            resolve("/empty/").await,
+            Err(OriginError::NotFound)
+        ));
+        assert!(matches!(
+            resolve("/a.txt/").await,
+            Err(OriginError::NotFound)
+        ));
+        assert!(matches!(
+            resolve("/missing").await,
+            Err(OriginError::NotFound)
+        ));
+        assert!(matches!(
+            resolve("/out/secret").await,
+            Err(OriginError::NotFound)
+        ));
+        assert!(matches!(resolve("/out/").await, Err(OriginError::NotFound)));
+    }
+}

@@ -1,0 +1,157 @@
+//! The origin HTTP service: shared state, the request handler, and `run` for binaries and tests.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
+use http::header::LOCATION;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+use crate::config::OriginConfig;
+use crate::error::OriginError;
+use crate::path::{RequestPath, Resolved, resolve};
+use crate::respond::{FileRequest, respond};
+use crate::rules::Rules;
+
+/// A static origin over one document root. Cheap to clone: clones share state and counters.
+#[derive(Clone)]
+pub struct Origin {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    /// Canonical, so containment checks compare like with like.
+    root: PathBuf,
+    rules: Rules,
+    requests: AtomicU64,
+}
+
+impl std::fmt::Debug for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Origin")
+            .field("root", &self.inner.root)
+            .field("requests", &self.requests())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Origin {
+    /// Validates `config`, compiles its rules and canonicalizes the root.
+    pub fn new(config: OriginConfig) -> Result<Origin, OriginError> {
+        config.validate()?;
+        let root = std::fs::canonicalize(&config.root).map_err(|err| {
+            OriginError::config("origin.root", format!("{}: {err}", config.root.display()))
+        })?;
+        let rules = Rules::compile(&config)?;
+        Ok(Origin {
+            inner: Arc::new(Shared {
+                root,
+                rules,
+                requests: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The service: every path and method goes to one handler.
+    pub fn router(&self) -> Router {
+        Router::new().fallback(handle).with_state(self.clone())
+    }
+
+    /// Requests received so far, whatever their method or outcome.
+    pub fn requests(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// The canonical document root.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+}
+
+/// Serves `config` on `listener` until `shutdown` completes, then drains open requests.
+pub async fn run(
+    listener: TcpListener,
+    config: OriginConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), OriginError> {
+    let origin = Origin::new(config)?;
+    let addr = listener.local_addr().map_err(OriginError::Serve)?;
+    tracing::info!(%addr, root = %origin.root().display(), "origin serving");
+    // Small responses (304s, headers of a range) should not wait on Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::trace!(error = %err, "TCP_NODELAY not set");
+        }
+    });
+    axum::serve(listener, origin.router())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(OriginError::Serve)?;
+    tracing::info!(%addr, "origin stopped");
+    Ok(())
+}
+
+async fn handle(
+    State(origin): State<Origin>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    origin.inner.requests.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("request", method = %method, path = %uri.path());
+    async move {
+        let response = match serve(&origin, &method, &uri, &headers).await {
+            Ok(response) => response,
+            Err(err) => err.into_response(),
+        };
+        tracing::debug!(status = response.status().as_u16(), "response");
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+async fn serve(
+    origin: &Origin,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Response, OriginError> {
+    if method != Method::GET && method != Method::HEAD {
+        return Err(OriginError::MethodNotAllowed);
+    }
+    let request_path = RequestPath::parse(uri.path())?;
+    let shared = &origin.inner;
+    match resolve(&shared.root, &request_path, uri.query()).await? {
+        Resolved::Redirect(location) => Ok(redirect(&location)),
+        Resolved::File {
+            path,
+            canonical,
+            url_path,
+        } => {
+            let request = FileRequest {
+                method,
+                headers,
+                path: &path,
+                canonical: &canonical,
+                url_path: &url_path,
+            };
+            respond(&shared.root, &shared.rules, request).await
+        }
+    }
+}
+
+fn redirect(location: &str) -> Response {
+    let mut response = StatusCode::MOVED_PERMANENTLY.into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(LOCATION, value);
+    }
+    response
+}

@@ -1,0 +1,170 @@
+//! The command line: one subcommand per server. Flags override the config file.
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use edgecache_edge::EdgeConfig;
+use edgecache_edge::config::{ByteSize, OriginEntry};
+use edgecache_origin::OriginConfig;
+
+use crate::config::load_optional;
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(name = "edgecache", version, about = "A CDN you run yourself")]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an edge node (PoP): a shared HTTP cache in front of an origin.
+    Edge(EdgeArgs),
+    /// Run the static origin server.
+    Origin(OriginArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EdgeArgs {
+    /// Config file (TOML, `[edge]` table).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Origin base URL (replaces the config's origins).
+    #[arg(long)]
+    pub origin: Option<String>,
+    /// Public listen address; port 0 picks a free port.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Admin listen address (health, metrics, stats).
+    #[arg(long)]
+    pub admin: Option<String>,
+    /// PoP name, as shown in `Cache-Status`.
+    #[arg(long)]
+    pub pop: Option<String>,
+    /// Memory tier size, e.g. 256MiB.
+    #[arg(long)]
+    pub memory_size: Option<ByteSize>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct OriginArgs {
+    /// Config file (TOML, `[origin]` table).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Directory to serve.
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Listen address; port 0 picks a free port.
+    #[arg(long)]
+    pub listen: Option<String>,
+}
+
+/// Runs the chosen command to completion.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Edge(args) => run_edge(args).await,
+            Command::Origin(args) => run_origin(args).await,
+        }
+    })
+}
+
+/// The edge config from the file, with flags applied on top.
+pub fn edge_config(args: &EdgeArgs) -> anyhow::Result<EdgeConfig> {
+    let file = load_optional(args.config.as_deref())?;
+    let mut config = file.edge.unwrap_or_default();
+    if let Some(origin) = &args.origin {
+        config.origins = vec![OriginEntry {
+            url: origin.clone(),
+        }];
+    }
+    if let Some(listen) = &args.listen {
+        config.listen.clone_from(listen);
+    }
+    if let Some(admin) = &args.admin {
+        config.admin.clone_from(admin);
+    }
+    if let Some(pop) = &args.pop {
+        config.pop.clone_from(pop);
+    }
+    if let Some(size) = args.memory_size {
+        config.memory.size = size;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+async fn run_edge(args: EdgeArgs) -> anyhow::Result<()> {
+    let config = edge_config(&args)?;
+    let listener = bind(&config.listen, "edge.listen").await?;
+    let admin = bind(&config.admin, "edge.admin").await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    println!("admin on http://{}", admin.local_addr()?);
+    edgecache_edge::run(listener, Some(admin), config, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn run_origin(args: OriginArgs) -> anyhow::Result<()> {
+    let file = load_optional(args.config.as_deref())?;
+    let mut config = match (file.origin, &args.root) {
+        (Some(mut c), Some(root)) => {
+            c.root.clone_from(root);
+            c
+        }
+        (Some(c), None) => c,
+        (None, Some(root)) => OriginConfig::new(root.clone()),
+        (None, None) => anyhow::bail!("origin.root: give --root DIR or [origin] root in --config"),
+    };
+    if let Some(listen) = &args.listen {
+        config.listen = Some(listen.clone());
+    }
+    config.validate()?;
+    let addr = config.listen.clone().unwrap_or_else(|| "127.0.0.1:8000".into());
+    let listener = bind(&addr, "origin.listen").await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    edgecache_origin::run(listener, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn bind(addr: &str, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{key}: cannot listen on {addr}"))
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    async {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            () = ctrl_c => {}
+            () = term => {}
+        }
+        tracing::info!("shutting down");
+    }
+}

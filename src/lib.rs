@@ -1,0 +1,14 @@
+//! edgecache: a CDN you run yourself. This crate is the `edgecache` binary's library side:
+//! the command line, the config file, and the parts that compose the member crates.
+//!
+//! # Layout
+//! - [`cli`]: commands and flags, and running each server until Ctrl-C / SIGTERM.
+//! - [`config`]: the `edgecache.toml` file (`[edge]`, `[origin]` tables).
+//! - [`telemetry`]: logging setup.
+//!
+//! The servers themselves live in the member crates: `edgecache-edge`,
+//! `edgecache-origin`, `edgecache-purge-api`.
+
+pub mod cli;
+pub mod config;
+pub mod telemetry;
