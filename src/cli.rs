@@ -131,7 +131,10 @@ async fn run_origin(args: OriginArgs) -> anyhow::Result<()> {
         config.listen = Some(listen.clone());
     }
     config.validate()?;
-    let addr = config.listen.clone().unwrap_or_else(|| "127.0.0.1:8000".into());
+    let addr = config
+        .listen
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:8000".into());
     let listener = bind(&addr, "origin.listen").await?;
     println!("listening on http://{}", listener.local_addr()?);
     edgecache_origin::run(listener, config, shutdown_signal()).await?;

@@ -6,7 +6,8 @@ use support::{TestEdge, TestOrigin, header, resp};
 
 #[tokio::test]
 async fn second_request_is_a_hit() {
-    let origin = TestOrigin::start(|_, _| resp(200, &[("cache-control", "max-age=60")], "hello")).await;
+    let origin =
+        TestOrigin::start(|_, _| resp(200, &[("cache-control", "max-age=60")], "hello")).await;
     let edge = TestEdge::start(&origin.url()).await;
 
     let first = edge.get("/a.js").await;
@@ -29,7 +30,11 @@ async fn second_request_is_a_hit() {
 #[tokio::test]
 async fn no_store_and_private_are_not_cached() {
     let origin = TestOrigin::start(|s, _| {
-        let cc = if s.uri.contains("private") { "private, max-age=60" } else { "no-store" };
+        let cc = if s.uri.contains("private") {
+            "private, max-age=60"
+        } else {
+            "no-store"
+        };
         resp(200, &[("cache-control", cc)], "x")
     })
     .await;
@@ -74,7 +79,11 @@ async fn query_order_and_tracking_parameters_share_a_key() {
 #[tokio::test]
 async fn heuristic_freshness_from_last_modified() {
     let origin = TestOrigin::start(|_, _| {
-        resp(200, &[("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")], "x")
+        resp(
+            200,
+            &[("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")],
+            "x",
+        )
     })
     .await;
     let edge = TestEdge::start(&origin.url()).await;
@@ -98,7 +107,8 @@ async fn redirect_without_freshness_is_not_cached() {
 
 #[tokio::test]
 async fn not_found_is_cached_heuristically_only_with_validator() {
-    let origin = TestOrigin::start(|_, _| resp(404, &[("cache-control", "max-age=30")], "gone")).await;
+    let origin =
+        TestOrigin::start(|_, _| resp(404, &[("cache-control", "max-age=30")], "gone")).await;
     let edge = TestEdge::start(&origin.url()).await;
     edge.get("/missing").await;
     let r = edge.get("/missing").await;

@@ -6,8 +6,7 @@ use http::header::{CACHE_CONTROL, HeaderName, PRAGMA};
 /// `CDN-Cache-Control` (RFC 9213): targeted at every CDN.
 pub const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
 /// `Edgecache-Cache-Control`: targeted at edgecache only; wins over `CDN-Cache-Control`.
-pub const EDGECACHE_CACHE_CONTROL: HeaderName =
-    HeaderName::from_static("edgecache-cache-control");
+pub const EDGECACHE_CACHE_CONTROL: HeaderName = HeaderName::from_static("edgecache-cache-control");
 
 /// Delta-seconds past this are clamped to it (RFC 9111 §1.2.2).
 pub const DELTA_SECONDS_MAX: u64 = 2_147_483_648;
@@ -33,6 +32,10 @@ pub struct CacheControl {
     pub must_understand: bool,
     pub immutable: bool,
     pub only_if_cached: bool,
+    /// Fields named by `no-cache="…"`: the response may be reused without them.
+    pub no_cache_fields: Vec<String>,
+    /// Fields named by `private="…"`: a shared cache may store the response without them.
+    pub private_fields: Vec<String>,
     /// True when any directive at all was present.
     pub present: bool,
 }
@@ -70,12 +73,65 @@ impl CacheControl {
             (&EDGECACHE_CACHE_CONTROL, Targeted::Edgecache),
             (&CDN_CACHE_CONTROL, Targeted::Cdn),
         ] {
-            let cc = Self::from_header(headers, name);
-            if cc.present {
+            if let Some(cc) = Self::from_targeted(headers, name) {
                 return (cc, which);
             }
         }
         (Self::from_headers(headers), Targeted::None)
+    }
+
+    /// Parses a targeted field as the Structured Fields Dictionary RFC 9213 §2.1 makes it.
+    /// `None` when absent, empty or invalid: the field is then ignored as a whole. A member
+    /// of the wrong type is ignored on its own.
+    pub fn from_targeted(headers: &HeaderMap, name: &HeaderName) -> Option<Self> {
+        let mut joined: Vec<u8> = Vec::new();
+        for v in headers.get_all(name) {
+            if !joined.is_empty() {
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(v.as_bytes());
+        }
+        if joined.iter().all(u8::is_ascii_whitespace) {
+            return None;
+        }
+        let dict: sfv::Dictionary = sfv::Parser::new(&joined).parse().ok()?;
+        if dict.is_empty() {
+            return None;
+        }
+        let mut cc = CacheControl {
+            present: true,
+            ..CacheControl::default()
+        };
+        for (key, entry) in &dict {
+            let sfv::ListEntry::Item(item) = entry else {
+                continue;
+            };
+            let seconds = || {
+                item.bare_item
+                    .as_integer()
+                    .map(i64::from)
+                    .filter(|n| *n >= 0)
+                    .map(|n| (n as u64).min(DELTA_SECONDS_MAX))
+            };
+            let flag = || item.bare_item.as_boolean() == Some(true);
+            match key.as_str() {
+                "max-age" => cc.max_age = seconds().or(cc.max_age),
+                "s-maxage" => cc.s_maxage = seconds().or(cc.s_maxage),
+                "stale-while-revalidate" => {
+                    cc.stale_while_revalidate = seconds().or(cc.stale_while_revalidate)
+                }
+                "stale-if-error" => cc.stale_if_error = seconds().or(cc.stale_if_error),
+                "no-store" => cc.no_store |= flag(),
+                "no-cache" => cc.no_cache |= flag(),
+                "private" => cc.private |= flag(),
+                "public" => cc.public |= flag(),
+                "must-revalidate" => cc.must_revalidate |= flag(),
+                "proxy-revalidate" => cc.proxy_revalidate |= flag(),
+                "immutable" => cc.immutable |= flag(),
+                _ => {}
+            }
+        }
+        Some(cc)
     }
 
     /// Request directives, with `Pragma: no-cache` standing in for `Cache-Control: no-cache`
@@ -102,26 +158,30 @@ impl CacheControl {
             self.present = true;
             let name = name.to_ascii_lowercase();
             match name.as_str() {
-                "max-age" => set_seconds(&mut self.max_age, value, 0),
-                "s-maxage" => set_seconds(&mut self.s_maxage, value, 0),
-                "min-fresh" => set_seconds(&mut self.min_fresh, value, 0),
-                "stale-while-revalidate" => {
-                    set_seconds(&mut self.stale_while_revalidate, value, 0)
-                }
-                "stale-if-error" => set_seconds(&mut self.stale_if_error, value, 0),
+                "max-age" => set_seconds(&mut self.max_age, value),
+                "s-maxage" => set_seconds(&mut self.s_maxage, value),
+                "min-fresh" => set_seconds(&mut self.min_fresh, value),
+                "stale-while-revalidate" => set_seconds(&mut self.stale_while_revalidate, value),
+                "stale-if-error" => set_seconds(&mut self.stale_if_error, value),
                 "max-stale" => {
                     if self.max_stale.is_none() {
                         self.max_stale = Some(match value {
                             None => MaxStale::Any,
-                            Some(v) => MaxStale::Seconds(parse_delta(v).unwrap_or(0)),
+                            Some(v) => MaxStale::Seconds(parse_delta_prefix(v).unwrap_or(0)),
                         });
                     }
                 }
                 "no-store" => self.no_store = true,
-                // The qualified forms (`no-cache="Set-Cookie"`, `private="X"`) are treated as
-                // the unqualified ones: stricter than required, never unsafe.
-                "no-cache" => self.no_cache = true,
-                "private" => self.private = true,
+                // The qualified forms name fields to drop, not the response (RFC 9111
+                // §5.2.2.4, §5.2.2.7); an empty list means the unqualified directive.
+                "no-cache" => match field_list(value) {
+                    Some(fields) => self.no_cache_fields.extend(fields),
+                    None => self.no_cache = true,
+                },
+                "private" => match field_list(value) {
+                    Some(fields) => self.private_fields.extend(fields),
+                    None => self.private = true,
+                },
                 "public" => self.public = true,
                 "must-revalidate" => self.must_revalidate = true,
                 "proxy-revalidate" => self.proxy_revalidate = true,
@@ -142,10 +202,32 @@ pub enum Targeted {
     Edgecache,
 }
 
-fn set_seconds(slot: &mut Option<u64>, value: Option<&str>, invalid: u64) {
+/// Sets a seconds-valued directive once (the first occurrence wins); a value that does not
+/// start with a digit makes it 0, i.e. stale.
+fn set_seconds(slot: &mut Option<u64>, value: Option<&str>) {
     if slot.is_none() {
-        *slot = Some(value.and_then(parse_delta).unwrap_or(invalid));
+        *slot = Some(value.and_then(parse_delta_prefix).unwrap_or(0));
     }
+}
+
+/// The field names of a qualified `no-cache` / `private`, lower-cased.
+fn field_list(value: Option<&str>) -> Option<Vec<String>> {
+    let fields: Vec<String> = value?
+        .split(',')
+        .map(|f| f.trim().to_ascii_lowercase())
+        .filter(|f| !f.is_empty())
+        .collect();
+    (!fields.is_empty()).then_some(fields)
+}
+
+/// Parses the leading digits of a directive value (`3600`, `003600`, `3600.5` → 3600), as
+/// deployed caches do; a value without a leading digit is invalid.
+pub fn parse_delta_prefix(value: &str) -> Option<u64> {
+    let end = value
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(value.len());
+    parse_delta(&value[..end])
 }
 
 /// Parses delta-seconds: digits only, clamped to [`DELTA_SECONDS_MAX`].
@@ -185,15 +267,16 @@ impl<'a> Iterator for Directives<'a> {
                 return None;
             }
             let end = self.rest.find([',', '=']).unwrap_or(self.rest.len());
-            let name = self.rest[..end].trim();
             let after = &self.rest[end..];
+            // Whitespace before `=` or after it makes a different (unknown) directive, as a
+            // token may not contain it: `max-age =5` is not `max-age=5`.
             if let Some(value_part) = after.strip_prefix('=') {
-                let value_part = value_part.trim_start_matches([' ', '\t']);
+                let name = self.rest[..end].trim_start();
                 let (value, rest) = if let Some(quoted) = value_part.strip_prefix('"') {
                     split_quoted(quoted)
                 } else {
                     let end = value_part.find(',').unwrap_or(value_part.len());
-                    (value_part[..end].trim(), &value_part[end..])
+                    (value_part[..end].trim_end(), &value_part[end..])
                 };
                 self.rest = rest;
                 if name.is_empty() {
@@ -201,6 +284,7 @@ impl<'a> Iterator for Directives<'a> {
                 }
                 return Some((name, Some(value)));
             }
+            let name = self.rest[..end].trim();
             self.rest = after;
             if name.is_empty() {
                 continue;
@@ -269,7 +353,51 @@ mod tests {
         assert_eq!(cc("max-age=abc").max_age, Some(0));
         assert_eq!(cc("max-age=-1").max_age, Some(0));
         assert_eq!(cc("max-age").max_age, Some(0));
-        assert_eq!(cc("max-age=1.5").max_age, Some(0));
+        assert_eq!(cc("max-age='60'").max_age, Some(0));
+        assert_eq!(cc("max-age= 60").max_age, Some(0));
+        assert_eq!(cc("max-age=60.5").max_age, Some(60));
+    }
+
+    #[test]
+    fn space_before_equals_is_another_directive() {
+        assert_eq!(cc("max-age =60").max_age, None);
+    }
+
+    #[test]
+    fn quoted_strings_hide_commas_and_directives() {
+        let c = cc("extension=\"max-age=3600\", max-age=1");
+        assert_eq!(c.max_age, Some(1));
+        let c = cc("max-age=1, extension=\"max-age=3600\"");
+        assert_eq!(c.max_age, Some(1));
+    }
+
+    #[test]
+    fn qualified_no_cache_and_private_name_fields() {
+        let c = cc("no-cache=\"Set-Cookie, X-A\", private=\"x-b\", max-age=5");
+        assert!(!c.no_cache && !c.private);
+        assert_eq!(c.no_cache_fields, vec!["set-cookie", "x-a"]);
+        assert_eq!(c.private_fields, vec!["x-b"]);
+    }
+
+    #[test]
+    fn targeted_field_must_be_a_valid_dictionary() {
+        let mut h = HeaderMap::new();
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(
+            CDN_CACHE_CONTROL,
+            HeaderValue::from_static("max-age=10000, &&&&&"),
+        );
+        let (c, t) = CacheControl::for_response(&h);
+        assert_eq!((c.no_store, t), (true, Targeted::None));
+        h.insert(
+            CDN_CACHE_CONTROL,
+            HeaderValue::from_static("max-age=\"10000\""),
+        );
+        let (c, t) = CacheControl::for_response(&h);
+        assert_eq!((c.max_age, c.no_store, t), (None, false, Targeted::Cdn));
+        h.insert(CDN_CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let (c, _) = CacheControl::for_response(&h);
+        assert!(c.no_store);
     }
 
     #[test]
@@ -277,7 +405,7 @@ mod tests {
         assert_eq!(cc("max-age=\"60\"").max_age, Some(60));
         assert_eq!(cc("max-age=007").max_age, Some(7));
         let c = cc("no-cache=\"set-cookie, x-foo\", max-age=5");
-        assert!(c.no_cache);
+        assert!(!c.no_cache);
         assert_eq!(c.max_age, Some(5));
     }
 
@@ -298,7 +426,7 @@ mod tests {
     #[test]
     fn unterminated_quote_does_not_panic() {
         let c = cc("private=\"abc, max-age=5");
-        assert!(c.private);
+        assert_eq!(c.private_fields, vec!["abc", "max-age=5"]);
     }
 
     #[test]

@@ -159,6 +159,9 @@ impl Inflight {
         let rx = self.changed.subscribe();
         futures_util::stream::unfold((self, 0usize, rx), |(me, next, mut rx)| async move {
             loop {
+                if next == usize::MAX {
+                    return None;
+                }
                 let step = {
                     let s = me.lock();
                     if let Some(chunk) = s.chunks.get(next) {
@@ -175,7 +178,7 @@ impl Inflight {
                     Some(Ok(chunk)) => return Some((Ok(chunk), (me, next + 1, rx))),
                     Some(Err(e)) => return Some((Err(e), (me, usize::MAX, rx))),
                     None => {
-                        if next == usize::MAX || rx.changed().await.is_err() {
+                        if rx.changed().await.is_err() {
                             return None;
                         }
                     }

@@ -75,6 +75,10 @@ pub struct CacheConfig {
     pub heuristic_fraction: f64,
     /// Longest heuristic freshness lifetime.
     pub heuristic_max: HumanDuration,
+    /// How stale a cached response may be and still be served when the origin is down or
+    /// answers 5xx, if the response set no longer `stale-if-error`. Responses with
+    /// `must-revalidate`, `proxy-revalidate`, `s-maxage` or `no-cache` are never served stale.
+    pub stale_if_error: HumanDuration,
 }
 
 impl Default for CacheConfig {
@@ -83,6 +87,7 @@ impl Default for CacheConfig {
             ignored_query_params: vec!["utm_*".into(), "fbclid".into(), "gclid".into()],
             heuristic_fraction: 0.1,
             heuristic_max: HumanDuration(Duration::from_secs(86_400)),
+            stale_if_error: HumanDuration(Duration::from_secs(86_400)),
         }
     }
 }
@@ -98,6 +103,10 @@ pub struct TimeoutConfig {
     pub idle: HumanDuration,
     /// The whole origin exchange, body included.
     pub total: HumanDuration,
+    /// Idle origin connections are closed after this. Keep it below the origin's own
+    /// keep-alive timeout (5 s for Node.js, 75 s for nginx) so a request never races the
+    /// origin closing the connection it was sent on.
+    pub pool_idle: HumanDuration,
 }
 
 impl Default for TimeoutConfig {
@@ -107,6 +116,7 @@ impl Default for TimeoutConfig {
             first_byte: HumanDuration(Duration::from_secs(30)),
             idle: HumanDuration(Duration::from_secs(30)),
             total: HumanDuration(Duration::from_secs(600)),
+            pool_idle: HumanDuration(Duration::from_secs(4)),
         }
     }
 }
@@ -143,7 +153,12 @@ impl EdgeConfig {
                         format!("{:?} must be an http:// or https:// URL", o.url),
                     );
                 }
-                Err(e) => return bad(&format!("edge.origins[{i}].url"), format!("{:?}: {e}", o.url)),
+                Err(e) => {
+                    return bad(
+                        &format!("edge.origins[{i}].url"),
+                        format!("{:?}: {e}", o.url),
+                    );
+                }
             }
         }
         if self.memory.size.0 == 0 {
@@ -242,7 +257,11 @@ impl FromStr for HumanDuration {
             "m" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3600)),
             "d" => Duration::from_secs(n.saturating_mul(86_400)),
-            other => return Err(format!("{s:?}: unknown unit {other:?} (use ms, s, m, h, d)")),
+            other => {
+                return Err(format!(
+                    "{s:?}: unknown unit {other:?} (use ms, s, m, h, d)"
+                ));
+            }
         };
         Ok(HumanDuration(d))
     }

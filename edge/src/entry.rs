@@ -9,7 +9,7 @@ use http::header::{
 };
 use http::{HeaderMap, StatusCode};
 
-use crate::cache_control::{CDN_CACHE_CONTROL, CacheControl, EDGECACHE_CACHE_CONTROL};
+use crate::cache_control::{CacheControl, EDGECACHE_CACHE_CONTROL};
 use crate::policy::{Freshness, PolicyConfig};
 
 /// Cache tags set by the origin, for purge by tag.
@@ -20,10 +20,10 @@ pub const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
 #[derive(Debug, Clone)]
 pub struct CachedResponse {
     pub status: StatusCode,
-    /// Headers as sent to clients: no hop-by-hop fields, no `Age`, no targeted fields.
+    /// Headers as sent to clients: no hop-by-hop fields, no `Age`, no `Edgecache-Cache-Control`.
     pub headers: HeaderMap,
-    /// `CDN-Cache-Control` / `Edgecache-Cache-Control` lines, kept to recompute freshness
-    /// when a 304 updates the entry, never sent to clients.
+    /// `Edgecache-Cache-Control` lines, kept to recompute freshness when a 304 updates the
+    /// entry, never sent to clients (`CDN-Cache-Control` travels on, for CDNs downstream).
     pub targeted: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
     pub freshness: Freshness,
@@ -89,12 +89,10 @@ impl CachedResponse {
             }
             merged.append(name.clone(), value.clone());
         }
-        for name in [CDN_CACHE_CONTROL, EDGECACHE_CACHE_CONTROL] {
-            if not_modified.contains_key(&name) {
-                merged.remove(&name);
-                for v in not_modified.get_all(&name) {
-                    merged.append(name.clone(), v.clone());
-                }
+        if not_modified.contains_key(EDGECACHE_CACHE_CONTROL) {
+            merged.remove(EDGECACHE_CACHE_CONTROL);
+            for v in not_modified.get_all(EDGECACHE_CACHE_CONTROL) {
+                merged.append(EDGECACHE_CACHE_CONTROL, v.clone());
             }
         }
         // Age in a 304 is the validator's view of this response's age.
@@ -209,18 +207,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(TRANSFER_ENCODING);
 }
 
-/// Splits origin headers into what clients see and the targeted cache-control lines.
+/// Splits origin headers into what clients see and the `Edgecache-Cache-Control` lines.
+/// Fields a qualified `no-cache="…"` or `private="…"` names are dropped (RFC 9111 §5.2.2.4,
+/// §5.2.2.7), as is `Age`, which the cache computes itself.
 pub(crate) fn split_headers(headers: &HeaderMap) -> (HeaderMap, Vec<(HeaderName, HeaderValue)>) {
     let mut client = headers.clone();
     strip_hop_by_hop(&mut client);
     client.remove(AGE);
-    let mut targeted = Vec::new();
-    for name in [CDN_CACHE_CONTROL, EDGECACHE_CACHE_CONTROL] {
-        for v in client.get_all(&name) {
-            targeted.push((name.clone(), v.clone()));
-        }
-        client.remove(&name);
+    let (cc, _) = CacheControl::for_response(headers);
+    for field in cc.no_cache_fields.iter().chain(&cc.private_fields) {
+        client.remove(field.as_str());
     }
+    let targeted = client
+        .get_all(EDGECACHE_CACHE_CONTROL)
+        .iter()
+        .map(|v| (EDGECACHE_CACHE_CONTROL, v.clone()))
+        .collect();
+    client.remove(EDGECACHE_CACHE_CONTROL);
     (client, targeted)
 }
 
@@ -251,7 +254,10 @@ pub(crate) fn normalised_values(headers: &HeaderMap, name: &HeaderName) -> Optio
     let mut out: Option<String> = None;
     for value in headers.get_all(name) {
         let s = out.get_or_insert_with(String::new);
-        for (i, part) in String::from_utf8_lossy(value.as_bytes()).split(',').enumerate() {
+        for (i, part) in String::from_utf8_lossy(value.as_bytes())
+            .split(',')
+            .enumerate()
+        {
             if !s.is_empty() || i > 0 {
                 s.push(',');
             }
@@ -329,21 +335,42 @@ mod tests {
                 ("x-secret", "1"),
                 ("age", "5"),
                 ("cdn-cache-control", "max-age=50"),
+                ("edgecache-cache-control", "max-age=500"),
                 ("cache-control", "max-age=5"),
             ]),
             &HeaderMap::new(),
         );
         assert!(!e.headers.contains_key("x-secret"));
         assert!(!e.headers.contains_key("age"));
-        assert!(!e.headers.contains_key("cdn-cache-control"));
-        assert_eq!(e.freshness.lifetime, 50);
+        assert!(e.headers.contains_key("cdn-cache-control"));
+        assert!(!e.headers.contains_key("edgecache-cache-control"));
+        assert_eq!(e.freshness.lifetime, 500);
         assert_eq!(e.headers.get(CONTENT_LENGTH).unwrap(), "4");
+    }
+
+    #[test]
+    fn qualified_no_cache_fields_are_not_stored() {
+        let e = entry(
+            &h(&[
+                ("cache-control", "max-age=5, no-cache=\"x-drop\""),
+                ("x-drop", "1"),
+                ("x-keep", "2"),
+            ]),
+            &HeaderMap::new(),
+        );
+        assert!(!e.headers.contains_key("x-drop"));
+        assert!(e.headers.contains_key("x-keep"));
+        assert!(!e.freshness.no_cache);
     }
 
     #[test]
     fn refresh_replaces_headers_but_not_length() {
         let e = entry(
-            &h(&[("cache-control", "max-age=5"), ("x-a", "old"), ("etag", "\"1\"")]),
+            &h(&[
+                ("cache-control", "max-age=5"),
+                ("x-a", "old"),
+                ("etag", "\"1\""),
+            ]),
             &HeaderMap::new(),
         );
         let t = SystemTime::now();

@@ -38,10 +38,12 @@ struct Completion {
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        self.inflight.set_outcome_if_unset(Outcome::Failed(UpstreamError::Protocol(
-            "fetch ended early".into(),
-        )));
-        self.inflight.finish_if_open(Err("fetch ended early".into()));
+        self.inflight
+            .set_outcome_if_unset(Outcome::Failed(UpstreamError::Protocol(
+                "fetch ended early".into(),
+            )));
+        self.inflight
+            .finish_if_open(Err("fetch ended early".into()));
         self.edge.coalescer.release(&self.key, &self.inflight);
     }
 }
@@ -83,7 +85,12 @@ impl Edge {
             debug!(key = %done.key, "304 names another representation; refetching");
             result = self
                 .upstream
-                .send(Method::GET, &request.path_and_query, request.headers.clone(), None)
+                .send(
+                    Method::GET,
+                    &request.path_and_query,
+                    request.headers.clone(),
+                    None,
+                )
                 .await;
         }
         let resp = match result {
@@ -125,27 +132,28 @@ impl Edge {
             targeted,
         )
         .err();
-        // A 5xx while revalidating must not push out the entry that stale-if-error may need.
+        // A 5xx while revalidating must not push out the entry that stale-if-error may need,
+        // nor may an unstorable answer (RFC 9111 leaves the stored response in place).
         let replaces_stale = request.stale.is_some();
-        let keep = not_storable.is_none() && !(replaces_stale && status.is_server_error());
-        if replaces_stale && not_storable.is_some() && !status.is_server_error() {
-            self.memory.invalidate(&done.key);
-        }
+        let freshness = Freshness::compute(
+            status,
+            &origin_headers,
+            &cc,
+            targeted,
+            request_time,
+            response_time,
+            &self.policy,
+        );
+        let keep = not_storable.is_none()
+            && !(replaces_stale && status.is_server_error())
+            && worth_storing(&freshness, &origin_headers);
         let max = self.memory.max_object_size();
         let too_large = content_length(&origin_headers).is_some_and(|n| n > max as u64);
         let (client_headers, _) = split_headers(&origin_headers);
         let head = FetchedHead {
             status,
             headers: client_headers,
-            freshness: Freshness::compute(
-                status,
-                &origin_headers,
-                &cc,
-                targeted,
-                request_time,
-                response_time,
-                &self.policy,
-            ),
+            freshness,
             not_storable,
             vary: capture_vary(&origin_headers, &request.client_headers),
             replaced_stale: replaces_stale,
@@ -197,8 +205,7 @@ impl Edge {
         } else {
             FetchOutcome::Ok
         };
-        self.metrics
-            .fetch(outcome, started.elapsed().as_secs_f64());
+        self.metrics.fetch(outcome, started.elapsed().as_secs_f64());
     }
 }
 
@@ -213,6 +220,16 @@ fn validator_matches(not_modified: &HeaderMap, stored: &CachedResponse) -> bool 
         (Some(_), None) => false,
         (None, _) => true,
     }
+}
+
+/// A response that is stale on arrival, cannot be revalidated and names no stale window
+/// would only ever be refetched: it is not worth the memory.
+fn worth_storing(freshness: &Freshness, headers: &HeaderMap) -> bool {
+    freshness.lifetime > freshness.corrected_initial_age
+        || headers.contains_key(ETAG)
+        || headers.contains_key(http::header::LAST_MODIFIED)
+        || freshness.stale_while_revalidate > 0
+        || freshness.stale_if_error > 0
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

@@ -25,10 +25,12 @@ impl KeyRules {
     }
 
     fn ignores(&self, name: &str) -> bool {
-        self.ignored.iter().any(|rule| match rule.strip_suffix('*') {
-            Some(prefix) => name.starts_with(prefix),
-            None => name == rule,
-        })
+        self.ignored
+            .iter()
+            .any(|rule| match rule.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => name == rule,
+            })
     }
 }
 
@@ -158,7 +160,10 @@ mod tests {
             key("a.test", "/x?utm_source=m&v=2&fbclid=z&gclid=q").as_str(),
             "http://a.test/x?v=2"
         );
-        assert_eq!(key("a.test", "/x?utm_campaign=q").as_str(), "http://a.test/x");
+        assert_eq!(
+            key("a.test", "/x?utm_campaign=q").as_str(),
+            "http://a.test/x"
+        );
     }
 
     #[test]

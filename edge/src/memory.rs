@@ -17,8 +17,7 @@ pub struct Variants {
 
 impl Variants {
     fn weight(&self, key: &CacheKey) -> u32 {
-        let total: usize =
-            key.weight() + self.entries.iter().map(|e| e.weight()).sum::<usize>();
+        let total: usize = key.weight() + self.entries.iter().map(|e| e.weight()).sum::<usize>();
         u32::try_from(total).unwrap_or(u32::MAX)
     }
 }
@@ -79,24 +78,22 @@ impl MemoryTier {
         if entry.body.len() > self.max_object_size {
             return false;
         }
-        self.cache
-            .entry(key.clone())
-            .and_compute_with(|existing| {
-                let mut entries = Vec::with_capacity(4);
-                entries.push(entry.clone());
-                if let Some(existing) = existing {
-                    entries.extend(
-                        existing
-                            .value()
-                            .entries
-                            .iter()
-                            .filter(|e| e.vary != entry.vary)
-                            .take(MAX_VARIANTS - 1)
-                            .cloned(),
-                    );
-                }
-                Op::Put(Arc::new(Variants { entries }))
-            });
+        self.cache.entry(key.clone()).and_compute_with(|existing| {
+            let mut entries = Vec::with_capacity(4);
+            entries.push(entry.clone());
+            if let Some(existing) = existing {
+                entries.extend(
+                    existing
+                        .value()
+                        .entries
+                        .iter()
+                        .filter(|e| e.vary != entry.vary)
+                        .take(MAX_VARIANTS - 1)
+                        .cloned(),
+                );
+            }
+            Op::Put(Arc::new(Variants { entries }))
+        });
         true
     }
 
@@ -196,7 +193,10 @@ mod tests {
     fn oversize_objects_are_refused() {
         let tier = MemoryTier::new(1 << 20, 2);
         assert!(!tier.store(&key(), entry(None, "too big")));
-        assert!(matches!(tier.lookup(&key(), &HeaderMap::new()), Lookup::Miss));
+        assert!(matches!(
+            tier.lookup(&key(), &HeaderMap::new()),
+            Lookup::Miss
+        ));
     }
 
     #[test]

@@ -33,6 +33,7 @@ impl Edge {
             policy: PolicyConfig {
                 heuristic_fraction: config.cache.heuristic_fraction,
                 heuristic_max: config.cache.heuristic_max.0.as_secs(),
+                stale_if_error_default: config.cache.stale_if_error.0.as_secs(),
             },
             key_rules: KeyRules::new(config.cache.ignored_query_params.iter().cloned()),
             memory: MemoryTier::new(config.memory.size.0, max_object),

@@ -15,6 +15,10 @@ pub struct PolicyConfig {
     pub heuristic_fraction: f64,
     /// Upper bound of a heuristic lifetime, in seconds.
     pub heuristic_max: u64,
+    /// How stale an entry may be and still stand in for an unreachable or failing origin
+    /// when the response did not say (RFC 9111 §4.2.4 lets a disconnected cache do so
+    /// unless `must-revalidate`, `proxy-revalidate`, `s-maxage` or `no-cache` forbid it).
+    pub stale_if_error_default: u64,
 }
 
 impl Default for PolicyConfig {
@@ -22,6 +26,7 @@ impl Default for PolicyConfig {
         Self {
             heuristic_fraction: 0.1,
             heuristic_max: 86_400,
+            stale_if_error_default: 86_400,
         }
     }
 }
@@ -180,13 +185,13 @@ impl Freshness {
         } else if targeted == Targeted::None && headers.contains_key(EXPIRES) {
             // An invalid or repeated Expires means "already expired" (RFC 9111 §5.3).
             let expires = (headers.get_all(EXPIRES).iter().count() == 1)
-                .then(|| header_date(headers, EXPIRES))
+                .then(|| header_date_lenient(headers, EXPIRES))
                 .flatten();
             (
                 expires.map_or(0, |e| secs_between(date, e).min(DELTA_SECONDS_MAX)),
                 false,
             )
-        } else if heuristically_cacheable(status) {
+        } else if heuristically_cacheable(status) || cc.public {
             (heuristic_lifetime(headers, date, config), true)
         } else {
             (0, false)
@@ -266,17 +271,23 @@ impl Freshness {
         Usability::Revalidate
     }
 
-    /// True when the entry may stand in for a failed origin (RFC 5861 §4), for a request
-    /// with directives `req`.
-    pub fn usable_on_error(&self, req: &CacheControl, now: SystemTime) -> bool {
+    /// True when the entry may stand in for a failed origin (RFC 5861 §4, RFC 9111 §4.2.4),
+    /// for a request with directives `req`; `default_window` applies when neither the
+    /// response nor the request set a longer `stale-if-error`.
+    pub fn usable_on_error(
+        &self,
+        req: &CacheControl,
+        now: SystemTime,
+        default_window: u64,
+    ) -> bool {
         if self.must_revalidate || self.no_cache {
             return false;
         }
-        let staleness = self.staleness(now);
-        let window = req
+        let window = self
             .stale_if_error
-            .map_or(self.stale_if_error, |r| r.max(self.stale_if_error));
-        staleness <= window && window > 0
+            .max(req.stale_if_error.unwrap_or(0))
+            .max(default_window);
+        self.staleness(now) <= window
     }
 
     /// How long the entry is worth keeping: lifetime plus the windows in which stale content
@@ -289,12 +300,16 @@ impl Freshness {
     }
 }
 
-/// The `Age` header as delta-seconds; an invalid value is ignored.
+/// The `Age` header: the first line's first member, parameters cut, digits only; anything
+/// else is ignored (RFC 9111 §5.1).
 fn age_value(headers: &HeaderMap) -> u64 {
     headers
         .get(AGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_delta(v.trim()))
+        .and_then(|v| {
+            let first = v.split(',').next().unwrap_or("");
+            parse_delta(first.split(';').next().unwrap_or("").trim())
+        })
         .unwrap_or(0)
 }
 
@@ -310,6 +325,49 @@ fn heuristic_lifetime(headers: &HeaderMap, date: SystemTime, config: &PolicyConf
 pub fn header_date(headers: &HeaderMap, name: http::header::HeaderName) -> Option<SystemTime> {
     let value = headers.get(name)?.to_str().ok()?;
     httpdate::parse_http_date(value.trim()).ok()
+}
+
+/// Like [`header_date`], but also accepts day, month and zone names in any letter case, as
+/// many deployed caches do; every other deviation from the three formats stays invalid.
+pub fn header_date_lenient(
+    headers: &HeaderMap,
+    name: http::header::HeaderName,
+) -> Option<SystemTime> {
+    let value = headers.get(&name)?.to_str().ok()?.trim();
+    if let Ok(t) = httpdate::parse_http_date(value) {
+        return Some(t);
+    }
+    httpdate::parse_http_date(&canonical_case(value)).ok()
+}
+
+/// `THU, 18 AUG 2050 02:01:18 gmt` → `Thu, 18 Aug 2050 02:01:18 GMT`.
+fn canonical_case(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.eq_ignore_ascii_case("gmt") {
+            out.push_str("GMT");
+        } else {
+            for (i, c) in word.chars().enumerate() {
+                out.push(if i == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c.to_ascii_lowercase()
+                });
+            }
+        }
+        word.clear();
+    };
+    for c in value.chars() {
+        if c.is_ascii_alphabetic() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
 }
 
 /// Whole seconds from `a` to `b`, 0 if `b` is earlier.
@@ -361,10 +419,7 @@ mod tests {
 
     #[test]
     fn expires_relative_to_date() {
-        let h = headers(&[
-            ("date", date(at(0))),
-            ("expires", date(at(300))),
-        ]);
+        let h = headers(&[("date", date(at(0))), ("expires", date(at(300)))]);
         assert_eq!(fresh(&h, at(0)).lifetime, 300);
         let bad = headers(&[("expires", "0".into())]);
         assert_eq!(fresh(&bad, at(0)).lifetime, 0);
@@ -372,10 +427,7 @@ mod tests {
 
     #[test]
     fn heuristic_is_a_tenth_of_last_modified_age() {
-        let h = headers(&[
-            ("date", date(at(10_000))),
-            ("last-modified", date(at(0))),
-        ]);
+        let h = headers(&[("date", date(at(10_000))), ("last-modified", date(at(0)))]);
         let f = fresh(&h, at(10_000));
         assert_eq!((f.lifetime, f.heuristic), (1_000, true));
     }
@@ -402,6 +454,60 @@ mod tests {
         assert_eq!(f.ttl(at(12)), 58);
         assert!(f.is_fresh(at(69)));
         assert!(!f.is_fresh(at(70)));
+    }
+
+    #[test]
+    fn age_parsing_is_strict() {
+        let age = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(AGE, HeaderValue::from_static(v));
+            age_value(&h)
+        };
+        assert_eq!(age("7200"), 7200);
+        assert_eq!(age("7200, 0"), 7200);
+        assert_eq!(age("0, 7200"), 0);
+        assert_eq!(age("7200;foo=bar"), 7200);
+        assert_eq!(age("7200.0"), 0);
+        assert_eq!(age("-7200"), 0);
+        assert_eq!(age("abc"), 0);
+        assert_eq!(age("99999999999"), DELTA_SECONDS_MAX);
+    }
+
+    #[test]
+    fn expires_formats() {
+        let exp = |v: &str| {
+            let h = headers(&[("date", date(at(0))), ("expires", v.into())]);
+            fresh(&h, at(0)).lifetime
+        };
+        let future = "Thu, 18 Aug 2050 02:01:18 GMT";
+        assert!(exp(future) > 0);
+        assert!(exp("THU, 18 AUG 2050 02:01:18 gMT") > 0);
+        assert!(exp("Thu Aug 18 02:01:18 2050") > 0);
+        assert_eq!(exp("Thu, 18 Aug 2050 02:01:18 UTC"), 0);
+        assert_eq!(exp("Thu, 18 Aug 50 02:01:18 GMT"), 0);
+        assert_eq!(exp("Thu 18 Aug 2050 02:01:18 GMT"), 0);
+        assert_eq!(exp("Thu, 18-Aug-2050 02:01:18 GMT"), 0);
+        assert_eq!(exp("Thu, 18 Aug 2050 2:01:18 GMT"), 0);
+    }
+
+    #[test]
+    fn public_allows_heuristics_for_any_status() {
+        let h = headers(&[
+            ("cache-control", "public".into()),
+            ("date", date(at(10_000))),
+            ("last-modified", date(at(0))),
+        ]);
+        let (cc, t) = CacheControl::for_response(&h);
+        let f = Freshness::compute(
+            StatusCode::from_u16(599).unwrap(),
+            &h,
+            &cc,
+            t,
+            at(10_000),
+            at(10_000),
+            &PolicyConfig::default(),
+        );
+        assert_eq!(f.lifetime, 1_000);
     }
 
     #[test]
@@ -437,15 +543,16 @@ mod tests {
             f.usability(&CacheControl::default(), at(5)),
             Usability::Revalidate
         );
-        assert!(!f.usable_on_error(&CacheControl::default(), at(5)));
+        assert!(!f.usable_on_error(&CacheControl::default(), at(5), 3600));
     }
 
     #[test]
     fn stale_if_error_window() {
         let h = headers(&[("cache-control", "max-age=1, stale-if-error=10".into())]);
         let f = fresh(&h, at(0));
-        assert!(f.usable_on_error(&CacheControl::default(), at(5)));
-        assert!(!f.usable_on_error(&CacheControl::default(), at(20)));
+        assert!(f.usable_on_error(&CacheControl::default(), at(5), 0));
+        assert!(!f.usable_on_error(&CacheControl::default(), at(20), 0));
+        assert!(f.usable_on_error(&CacheControl::default(), at(20), 60));
     }
 
     #[test]

@@ -52,7 +52,11 @@ pub async fn handle(
 
 impl Edge {
     /// Serves a GET or HEAD from the cache or through a coalesced origin fetch.
-    async fn serve(self: &Arc<Self>, parts: &Parts, peer: SocketAddr) -> (Response<Body>, CacheState) {
+    async fn serve(
+        self: &Arc<Self>,
+        parts: &Parts,
+        peer: SocketAddr,
+    ) -> (Response<Body>, CacheState) {
         let now = SystemTime::now();
         let key = self.key_of(parts);
         let req_cc = CacheControl::for_request(&parts.headers);
@@ -69,10 +73,15 @@ impl Edge {
                     let mut status = CacheStatus::hit(entry.freshness.ttl(now));
                     status.fwd = None;
                     status.detail = Some("stale");
-                    return (self.from_entry(&entry, parts, status, now), CacheState::StaleHit);
+                    return (
+                        self.from_entry(&entry, parts, status, now),
+                        CacheState::StaleHit,
+                    );
                 }
                 Usability::Revalidate => {
-                    let fwd = if req_cc.no_cache || req_cc.max_age.is_some() || req_cc.min_fresh.is_some()
+                    let fwd = if req_cc.no_cache
+                        || req_cc.max_age.is_some()
+                        || req_cc.min_fresh.is_some()
                     {
                         Fwd::Request
                     } else {
@@ -108,7 +117,10 @@ impl Edge {
         let (inflight, leader) = self.coalescer.join(&key);
         if leader {
             let request = self.fetch_request(parts, stale.clone(), peer);
-            tokio::spawn(self.clone().run_fetch(key.clone(), inflight.clone(), request));
+            tokio::spawn(
+                self.clone()
+                    .run_fetch(key.clone(), inflight.clone(), request),
+            );
         } else {
             self.metrics.collapsed();
         }
@@ -124,10 +136,16 @@ impl Edge {
                     collapsed: !leader,
                     ..CacheStatus::default()
                 };
-                (self.from_entry(&entry, parts, status, now), CacheState::Revalidated)
+                (
+                    self.from_entry(&entry, parts, status, now),
+                    CacheState::Revalidated,
+                )
             }
             Outcome::Failed(err) => {
-                if let Some(entry) = stale.filter(|e| e.freshness.usable_on_error(req_cc, now)) {
+                if let Some(entry) = stale.filter(|e| {
+                    e.freshness
+                        .usable_on_error(req_cc, now, self.policy.stale_if_error_default)
+                }) {
                     return self.stale_on_error(&entry, parts, fwd, None, err.detail(), now);
                 }
                 let mut status = CacheStatus::forward(fwd);
@@ -140,7 +158,10 @@ impl Edge {
             }
             Outcome::Response(head) => {
                 if head.status.is_server_error()
-                    && let Some(entry) = stale.filter(|e| e.freshness.usable_on_error(req_cc, now))
+                    && let Some(entry) = stale.filter(|e| {
+                        e.freshness
+                            .usable_on_error(req_cc, now, self.policy.stale_if_error_default)
+                    })
                 {
                     let code = Some(head.status.as_u16());
                     return self.stale_on_error(&entry, parts, fwd, code, "origin-error", now);
@@ -163,7 +184,9 @@ impl Edge {
                     ..CacheStatus::default()
                 };
                 // A range of an object being stored is cut from the stored copy once complete.
-                if parts.headers.contains_key(RANGE) && head.shareable() && head.status == StatusCode::OK
+                if parts.headers.contains_key(RANGE)
+                    && head.shareable()
+                    && head.status == StatusCode::OK
                 {
                     inflight.wait_end().await;
                     if let Lookup::Found(entry) = self.memory.lookup(&key, &parts.headers) {
@@ -177,7 +200,10 @@ impl Edge {
                 if head.status.is_success() {
                     match evaluate_preconditions(&parts.headers, &head.headers, now) {
                         Precondition::NotModified => {
-                            return (respond::not_modified(&head.headers, age, status_value), state);
+                            return (
+                                respond::not_modified(&head.headers, age, status_value),
+                                state,
+                            );
                         }
                         Precondition::Failed => {
                             return (
@@ -226,13 +252,19 @@ impl Edge {
                     fwd_status: Some(resp.status().as_u16()),
                     ..CacheStatus::default()
                 };
-                (self.stream_back(resp, &parts.method, status), CacheState::Miss)
+                (
+                    self.stream_back(resp, &parts.method, status),
+                    CacheState::Miss,
+                )
             }
             Err(err) => {
                 self.record_failure(&err, path);
                 let mut status = CacheStatus::forward(fwd);
                 status.detail = Some(err.detail());
-                (self.error_response(err.status(), err.detail(), status), CacheState::Error)
+                (
+                    self.error_response(err.status(), err.detail(), status),
+                    CacheState::Error,
+                )
             }
         }
     }
@@ -286,7 +318,10 @@ impl Edge {
             detail: Some(detail),
             ..CacheStatus::default()
         };
-        (self.from_entry(entry, parts, status, now), CacheState::StaleOnError)
+        (
+            self.from_entry(entry, parts, status, now),
+            CacheState::StaleOnError,
+        )
     }
 
     fn from_entry(
@@ -335,13 +370,19 @@ impl Edge {
                 }
                 let mut status = status;
                 status.fwd_status = Some(resp.status().as_u16());
-                (self.stream_back(resp, &parts.method, status), CacheState::Pass)
+                (
+                    self.stream_back(resp, &parts.method, status),
+                    CacheState::Pass,
+                )
             }
             Err(err) => {
                 self.record_failure(&err, path);
                 let mut status = status;
                 status.detail = Some(err.detail());
-                (self.error_response(err.status(), err.detail(), status), CacheState::Error)
+                (
+                    self.error_response(err.status(), err.detail(), status),
+                    CacheState::Error,
+                )
             }
         }
     }
@@ -354,10 +395,14 @@ impl Edge {
             let Some(target) = resp_headers.get(&name).and_then(|v| v.to_str().ok()) else {
                 continue;
             };
-            let Ok(uri) = target.parse::<http::Uri>() else { continue };
+            let Ok(uri) = target.parse::<http::Uri>() else {
+                continue;
+            };
             let same_origin = match uri.authority() {
                 None => true,
-                Some(a) => key.origin().ends_with(&format!("://{}", a.as_str().to_ascii_lowercase())),
+                Some(a) => key
+                    .origin()
+                    .ends_with(&format!("://{}", a.as_str().to_ascii_lowercase())),
             };
             if same_origin && uri.path().starts_with('/') {
                 let host = key.origin().split_once("://").map_or("", |(_, h)| h);
@@ -368,7 +413,12 @@ impl Edge {
     }
 
     /// Streams an origin response to the client as it is.
-    fn stream_back(&self, resp: reqwest::Response, method: &Method, status: CacheStatus) -> Response<Body> {
+    fn stream_back(
+        &self,
+        resp: reqwest::Response,
+        method: &Method,
+        status: CacheStatus,
+    ) -> Response<Body> {
         let code = resp.status();
         let mut headers = resp.headers().clone();
         strip_hop_by_hop(&mut headers);
@@ -405,18 +455,28 @@ impl Edge {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
         respond::stamp(h, 0, status.render(&self.status_name, None));
         resp
     }
 
     pub(crate) fn record_failure(&self, err: &UpstreamError, path: &str) {
-        self.metrics.fetch(crate::metrics::FetchOutcome::Failed, 0.0);
+        self.metrics
+            .fetch(crate::metrics::FetchOutcome::Failed, 0.0);
         warn!(path, error = %err, "origin fetch failed");
     }
 
     fn key_of(&self, parts: &Parts) -> CacheKey {
-        CacheKey::from_request("http", &parts.uri, &parts.headers, "localhost", &self.key_rules)
+        CacheKey::from_request(
+            "http",
+            &parts.uri,
+            &parts.headers,
+            "localhost",
+            &self.key_rules,
+        )
     }
 }
 

@@ -6,8 +6,8 @@ use std::time::SystemTime;
 use axum::body::Body;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{
-    AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_RANGE, CONTENT_TYPE, DATE,
-    ETAG, EXPIRES, HeaderValue, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_RANGE, CONTENT_TYPE, DATE, ETAG,
+    EXPIRES, HeaderValue, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
     IF_UNMODIFIED_SINCE, LAST_MODIFIED, RANGE, VARY,
 };
 use http::{HeaderMap, Method, Response, StatusCode};
@@ -36,8 +36,7 @@ pub fn evaluate_preconditions(
 ) -> Precondition {
     let etag = stored.get(ETAG).and_then(|v| v.to_str().ok());
     if let Some(if_match) = req.get(IF_MATCH).and_then(|v| v.to_str().ok()) {
-        let ok = if_match.trim() == "*"
-            || etag.is_some_and(|e| list_contains(if_match, e, true));
+        let ok = if_match.trim() == "*" || etag.is_some_and(|e| list_contains(if_match, e, true));
         if !ok {
             return Precondition::Failed;
         }
@@ -228,9 +227,7 @@ fn ranged(
             CONTENT_RANGE,
             header_value(format!("bytes {}-{}/{len}", r.start(), r.end())),
         );
-        entry
-            .body
-            .slice(*r.start() as usize..=*r.end() as usize)
+        entry.body.slice(*r.start() as usize..=*r.end() as usize)
     } else {
         let boundary = boundary();
         let content_type = entry.headers.get(CONTENT_TYPE).cloned();
@@ -274,7 +271,14 @@ fn multipart(
             out.put_slice(ct.as_bytes());
             out.put_slice(b"\r\n");
         }
-        out.put_slice(format!("Content-Range: bytes {}-{}/{len}\r\n\r\n", r.start(), r.end()).as_bytes());
+        out.put_slice(
+            format!(
+                "Content-Range: bytes {}-{}/{len}\r\n\r\n",
+                r.start(),
+                r.end()
+            )
+            .as_bytes(),
+        );
         out.put_slice(&body[*r.start() as usize..=*r.end() as usize]);
     }
     out.put_slice(b"\r\n--");
@@ -357,7 +361,10 @@ mod tests {
             ("if-none-match", "\"b\""),
             ("if-modified-since", "Tue, 02 Jan 2024 00:00:00 GMT"),
         ]);
-        assert_eq!(evaluate_preconditions(&req, &stored, now), Precondition::Proceed);
+        assert_eq!(
+            evaluate_preconditions(&req, &stored, now),
+            Precondition::Proceed
+        );
         let req = h(&[("if-modified-since", "Tue, 02 Jan 2024 00:00:00 GMT")]);
         assert_eq!(
             evaluate_preconditions(&req, &stored, now),

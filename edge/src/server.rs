@@ -35,7 +35,9 @@ pub async fn run(
                 .await
         })
     });
-    let app = Router::new().fallback(proxy::handle).with_state(edge.clone());
+    let app = Router::new()
+        .fallback(proxy::handle)
+        .with_state(edge.clone());
     info!(pop = edge.pop(), "edge serving");
     let listener = listener.tap_io(|tcp| {
         // Small responses must not wait for Nagle's algorithm.

@@ -26,10 +26,9 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(config: &EdgeConfig) -> Result<Self, EdgeError> {
-        let origin = config
-            .origins
-            .first()
-            .ok_or_else(|| EdgeError::Config("edge.origins: at least one origin is required".into()))?;
+        let origin = config.origins.first().ok_or_else(|| {
+            EdgeError::Config("edge.origins: at least one origin is required".into())
+        })?;
         let t = &config.timeouts;
         let client = reqwest::Client::builder()
             .connect_timeout(t.connect.0)
@@ -38,6 +37,7 @@ impl Upstream {
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .pool_max_idle_per_host(256)
+            .pool_idle_timeout(t.pool_idle.0)
             .tcp_nodelay(true)
             .build()
             .map_err(|e| EdgeError::Config(format!("edge.origins[0]: cannot build client: {e}")))?;
@@ -113,7 +113,9 @@ pub fn forward_headers(client: &HeaderMap, peer: Option<SocketAddr>) -> HeaderMa
 /// Removes the client's own validators and ranges: the edge fetches whole objects and
 /// answers conditionals and ranges itself.
 pub fn strip_conditionals(headers: &mut HeaderMap) {
-    use http::header::{IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE};
+    use http::header::{
+        IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
+    };
     for name in [
         IF_MATCH,
         IF_NONE_MATCH,

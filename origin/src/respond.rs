@@ -218,3 +218,139 @@ fn text(status: StatusCode, body: &'static str) -> Response {
     headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use http::header::{CACHE_CONTROL, CONTENT_ENCODING, ETAG, IF_NONE_MATCH, VARY};
+
+    use super::*;
+    use crate::config::OriginConfig;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        root: std::path::PathBuf,
+        rules: Rules,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::write(root.join("a.txt"), "hello world").unwrap();
+        std::fs::write(root.join("a.txt.gz"), "GZ").unwrap();
+        let rules = Rules::compile(&OriginConfig::new(&root)).unwrap();
+        Fixture {
+            _dir: dir,
+            root,
+            rules,
+        }
+    }
+
+    async fn call(fx: &Fixture, method: Method, pairs: &[(http::HeaderName, &str)]) -> Response {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(name.clone(), HeaderValue::from_str(value).unwrap());
+        }
+        let path = fx.root.join("a.txt");
+        let request = FileRequest {
+            method: &method,
+            headers: &headers,
+            path: &path,
+            canonical: &path,
+            url_path: "/a.txt",
+        };
+        respond(&fx.root, &fx.rules, request).await.unwrap()
+    }
+
+    async fn body(response: Response) -> Vec<u8> {
+        axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec()
+    }
+
+    #[tokio::test]
+    async fn full_response_has_every_header() {
+        let fx = fixture();
+        let response = call(&fx, Method::GET, &[]).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let h = response.headers();
+        assert_eq!(h[CONTENT_TYPE], "text/plain; charset=utf-8");
+        assert_eq!(h[CONTENT_LENGTH], "11");
+        assert_eq!(h[CACHE_CONTROL], "public, max-age=3600");
+        assert_eq!(h[ACCEPT_RANGES], "bytes");
+        assert_eq!(h[VARY], "Accept-Encoding");
+        assert!(h[ETAG].to_str().unwrap().starts_with("\"b-"));
+        assert!(!h.contains_key(CONTENT_ENCODING));
+        assert_eq!(body(response).await, b"hello world");
+    }
+
+    #[tokio::test]
+    async fn head_keeps_headers_and_drops_the_body() {
+        let fx = fixture();
+        let response = call(&fx, Method::HEAD, &[(RANGE, "bytes=0-1")]).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[CONTENT_LENGTH], "11");
+        assert!(body(response).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn gzip_variant_ranges_and_revalidates_on_its_own_etag() {
+        let fx = fixture();
+        let gz = call(&fx, Method::GET, &[(ACCEPT_ENCODING, "gzip")]).await;
+        assert_eq!(gz.headers()[CONTENT_ENCODING], "gzip");
+        let etag = gz.headers()[ETAG].to_str().unwrap().to_owned();
+        assert!(etag.ends_with("-gz\""));
+        assert_eq!(body(gz).await, b"GZ");
+
+        let ranged = call(
+            &fx,
+            Method::GET,
+            &[(ACCEPT_ENCODING, "gzip"), (RANGE, "bytes=1-")],
+        )
+        .await;
+        assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(ranged.headers()[CONTENT_RANGE], "bytes 1-1/2");
+        assert_eq!(body(ranged).await, b"Z");
+
+        let fresh = call(
+            &fx,
+            Method::GET,
+            &[(ACCEPT_ENCODING, "gzip"), (IF_NONE_MATCH, &etag)],
+        )
+        .await;
+        assert_eq!(fresh.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(fresh.headers()[VARY], "Accept-Encoding");
+        assert!(!fresh.headers().contains_key(CONTENT_LENGTH));
+        let identity = call(&fx, Method::GET, &[(IF_NONE_MATCH, &etag)]).await;
+        assert_eq!(
+            identity.status(),
+            StatusCode::OK,
+            "identity has another ETag"
+        );
+    }
+
+    #[tokio::test]
+    async fn refusals_carry_no_cache_control() {
+        let fx = fixture();
+        let failed = call(&fx, Method::GET, &[(http::header::IF_MATCH, "\"x\"")]).await;
+        assert_eq!(failed.status(), StatusCode::PRECONDITION_FAILED);
+        assert!(!failed.headers().contains_key(CACHE_CONTROL));
+        let unsatisfiable = call(&fx, Method::GET, &[(RANGE, "bytes=50-")]).await;
+        assert_eq!(unsatisfiable.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(unsatisfiable.headers()[CONTENT_RANGE], "bytes */11");
+        assert!(!unsatisfiable.headers().contains_key(CACHE_CONTROL));
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_sibling_falls_back_to_identity() {
+        let fx = fixture();
+        let canonical = fx.root.join("a.txt");
+        let missing = fx.root.join("gone.gz");
+        let (encoding, _, meta) = open_variant(&canonical, Some((Encoding::Gzip, &missing)))
+            .await
+            .unwrap();
+        assert_eq!((encoding, meta.len()), (Encoding::Identity, 11));
+        let err = open_variant(&missing, None).await.unwrap_err();
+        assert!(matches!(err, OriginError::NotFound));
+    }
+}

@@ -155,3 +155,53 @@ fn redirect(location: &str) -> Response {
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin() -> (tempfile::TempDir, Origin) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("docs")).unwrap();
+        std::fs::write(dir.path().join("docs/index.html"), "docs").unwrap();
+        let origin = Origin::new(OriginConfig::new(dir.path())).unwrap();
+        (dir, origin)
+    }
+
+    async fn call(origin: &Origin, method: Method, uri: &str) -> Response {
+        let uri: Uri = uri.parse().unwrap();
+        handle(State(origin.clone()), method, uri, HeaderMap::new()).await
+    }
+
+    #[test]
+    fn new_refuses_a_bad_config_and_canonicalizes_the_root() {
+        let err = Origin::new(OriginConfig::new("/no/such/root")).unwrap_err();
+        assert!(err.to_string().starts_with("origin.root:"), "{err}");
+        let (dir, origin) = origin();
+        assert_eq!(origin.root(), dir.path().canonicalize().unwrap());
+        assert!(format!("{origin:?}").contains("requests: 0"));
+    }
+
+    #[tokio::test]
+    async fn every_request_is_counted_whatever_its_outcome() {
+        let (_dir, origin) = origin();
+        assert_eq!(
+            call(&origin, Method::GET, "/docs/").await.status(),
+            StatusCode::OK
+        );
+        let redirect = call(&origin, Method::GET, "/docs?a=b").await;
+        assert_eq!(redirect.status(), StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(redirect.headers()[LOCATION], "/docs/?a=b");
+        let options = call(&origin, Method::OPTIONS, "/").await;
+        assert_eq!(options.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            call(&origin, Method::GET, "/%2e%2e/").await.status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            call(&origin, Method::GET, "/missing").await.status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(origin.requests(), 5);
+    }
+}

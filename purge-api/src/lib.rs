@@ -34,7 +34,10 @@ mod tests {
     #[test]
     fn empty_request_names_nothing() {
         assert!(PurgeRequest::default().is_empty());
-        let r = PurgeRequest { tags: vec!["a".into()], ..Default::default() };
+        let r = PurgeRequest {
+            tags: vec!["a".into()],
+            ..Default::default()
+        };
         assert!(!r.is_empty());
     }
 }
