@@ -174,7 +174,7 @@ async fn without_stale_if_error_the_500_reaches_the_client() {
     edge.get("/no-sie").await;
 
     let r = edge.get("/no-sie").await;
-    assert_eq!(r.status(), 500);
+    assert_eq!(r.status(), 500, "{}", header(&r, "cache-status"));
     assert_eq!(
         header(&r, "cache-status"),
         "edgecache-test; fwd=stale; fwd-status=500"
@@ -192,7 +192,7 @@ async fn without_stale_if_error_an_unreachable_origin_is_502() {
     origin.await.unwrap();
 
     let r = edge.get("/down-no-sie").await;
-    assert_eq!(r.status(), 502);
+    assert_eq!(r.status(), 502, "{}", header(&r, "cache-status"));
     assert_eq!(
         header(&r, "cache-status"),
         "edgecache-test; fwd=stale; detail=origin-unreachable"
