@@ -53,7 +53,9 @@ async fn if_none_match_with_the_stored_etag_gets_304_from_cache() {
 #[tokio::test]
 async fn if_none_match_with_another_etag_gets_the_full_body() {
     let (origin, edge) = warm("/inm-other").await;
-    let r = edge.get_with("/inm-other", &[("if-none-match", "\"v0\"")]).await;
+    let r = edge
+        .get_with("/inm-other", &[("if-none-match", "\"v0\"")])
+        .await;
     assert_eq!(r.status(), 200);
     assert_hit(&r);
     assert_eq!(header(&r, "etag"), ETAG);
@@ -72,7 +74,10 @@ async fn if_modified_since_gets_304_unless_modified_after_it() {
         assert_eq!(r.bytes().await.unwrap().len(), 0);
     }
     let r = edge
-        .get_with("/ims", &[("if-modified-since", "Sun, 31 Dec 2023 00:00:00 GMT")])
+        .get_with(
+            "/ims",
+            &[("if-modified-since", "Sun, 31 Dec 2023 00:00:00 GMT")],
+        )
         .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), BODY);
@@ -136,8 +141,12 @@ async fn multiple_ranges_are_multipart_byteranges() {
     let second = format!(
         "--{boundary}\r\nContent-Type: text/plain\r\nContent-Range: bytes 5-7/26\r\n\r\nfgh\r\n"
     );
-    let first_at = body.find(&first).unwrap_or_else(|| panic!("no first part in {body:?}"));
-    let second_at = body.find(&second).unwrap_or_else(|| panic!("no second part in {body:?}"));
+    let first_at = body
+        .find(&first)
+        .unwrap_or_else(|| panic!("no first part in {body:?}"));
+    let second_at = body
+        .find(&second)
+        .unwrap_or_else(|| panic!("no second part in {body:?}"));
     assert!(first_at < second_at);
     assert!(body.ends_with(&format!("--{boundary}--\r\n")), "{body:?}");
     assert_eq!(origin.hits(), 1);
@@ -158,7 +167,10 @@ async fn unsatisfiable_range_is_416_with_the_length() {
 async fn if_range_with_another_etag_gets_the_full_body() {
     let (origin, edge) = warm("/if-range").await;
     let r = edge
-        .get_with("/if-range", &[("range", "bytes=0-3"), ("if-range", "\"v0\"")])
+        .get_with(
+            "/if-range",
+            &[("range", "bytes=0-3"), ("if-range", "\"v0\"")],
+        )
         .await;
     assert_eq!(r.status(), 200);
     assert!(header(&r, "content-range").is_empty());
@@ -171,7 +183,10 @@ async fn if_range_with_another_etag_gets_the_full_body() {
     assert_eq!(r.text().await.unwrap(), "abcd");
 
     let r = edge
-        .get_with("/if-range", &[("range", "bytes=0-3"), ("if-range", LAST_MODIFIED)])
+        .get_with(
+            "/if-range",
+            &[("range", "bytes=0-3"), ("if-range", LAST_MODIFIED)],
+        )
         .await;
     assert_eq!(r.status(), 206);
     assert_eq!(r.text().await.unwrap(), "abcd");
@@ -193,7 +208,11 @@ async fn head_from_cache_has_content_length_and_no_body() {
 #[tokio::test]
 async fn range_on_a_cold_object_is_cut_from_one_origin_fetch() {
     let origin = TestOrigin::start(|_, _| {
-        resp(200, &[("cache-control", "max-age=600"), ("etag", ETAG)], BODY)
+        resp(
+            200,
+            &[("cache-control", "max-age=600"), ("etag", ETAG)],
+            BODY,
+        )
     })
     .await;
     let edge = TestEdge::start(&origin.url()).await;
@@ -221,11 +240,14 @@ async fn range_on_a_cold_object_is_cut_from_one_origin_fetch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "edge bug: cold Range sometimes gets the full 200 (body end signalled before the entry is stored)"]
 async fn cold_range_requests_are_always_206() {
-    let origin = TestOrigin::start(|_, _| resp(200, &[("cache-control", "max-age=600")], BODY)).await;
+    let origin =
+        TestOrigin::start(|_, _| resp(200, &[("cache-control", "max-age=600")], BODY)).await;
     let edge = TestEdge::start(&origin.url()).await;
     let mut full = 0;
     for i in 0..500 {
-        let r = edge.get_with(&format!("/cold-{i}"), &[("range", "bytes=2-5")]).await;
+        let r = edge
+            .get_with(&format!("/cold-{i}"), &[("range", "bytes=2-5")])
+            .await;
         if r.status() != 206 {
             assert_eq!(r.status(), 200);
             assert_eq!(r.text().await.unwrap(), BODY);

@@ -50,12 +50,16 @@ async fn stale_entry_is_revalidated_with_if_none_match_and_refreshed_by_304() {
     assert_eq!(r.status(), 200);
     let status = header(&r, "cache-status").to_owned();
     assert!(
-        status.starts_with("edgecache-test; fwd=stale; fwd-status=304; ttl=") && status.ends_with("; stored"),
+        status.starts_with("edgecache-test; fwd=stale; fwd-status=304; ttl=")
+            && status.ends_with("; stored"),
         "{status}"
     );
     assert_eq!(r.text().await.unwrap(), "original");
     assert_eq!(origin.hits(), 2);
-    assert_eq!(seen_header(&origin, 1, "if-none-match").as_deref(), Some("\"v1\""));
+    assert_eq!(
+        seen_header(&origin, 1, "if-none-match").as_deref(),
+        Some("\"v1\"")
+    );
 
     // The 304 made it fresh again and replaced the headers it carried.
     let r = edge.get("/etag").await;
@@ -91,7 +95,10 @@ async fn stale_entry_with_last_modified_is_revalidated_with_if_modified_since() 
     assert_eq!(r.status(), 200);
     assert!(header(&r, "cache-status").contains("fwd=stale; fwd-status=304"));
     assert_eq!(r.text().await.unwrap(), "dated");
-    assert_eq!(seen_header(&origin, 1, "if-modified-since").as_deref(), Some(LAST_MODIFIED));
+    assert_eq!(
+        seen_header(&origin, 1, "if-modified-since").as_deref(),
+        Some(LAST_MODIFIED)
+    );
     assert_eq!(seen_header(&origin, 1, "if-none-match"), None);
 
     let r = edge.get("/lm").await;
@@ -103,8 +110,16 @@ async fn stale_entry_with_last_modified_is_revalidated_with_if_modified_since() 
 #[tokio::test]
 async fn no_cache_response_is_revalidated_on_every_use() {
     let origin = TestOrigin::start(|_, n| match n {
-        0 => resp(200, &[("cache-control", "no-cache"), ("etag", "\"nc\"")], "checked"),
-        _ => resp(304, &[("cache-control", "no-cache"), ("etag", "\"nc\"")], ""),
+        0 => resp(
+            200,
+            &[("cache-control", "no-cache"), ("etag", "\"nc\"")],
+            "checked",
+        ),
+        _ => resp(
+            304,
+            &[("cache-control", "no-cache"), ("etag", "\"nc\"")],
+            "",
+        ),
     })
     .await;
     let edge = TestEdge::start(&origin.url()).await;
@@ -118,7 +133,10 @@ async fn no_cache_response_is_revalidated_on_every_use() {
         assert!(status.contains("fwd=stale; fwd-status=304"), "{status}");
         assert_eq!(r.text().await.unwrap(), "checked");
         assert_eq!(origin.hits(), n + 1);
-        assert_eq!(seen_header(&origin, n, "if-none-match").as_deref(), Some("\"nc\""));
+        assert_eq!(
+            seen_header(&origin, n, "if-none-match").as_deref(),
+            Some("\"nc\"")
+        );
     }
 }
 
@@ -127,10 +145,18 @@ async fn fresh_then_304(age: &'static str) -> TestOrigin {
     TestOrigin::start(move |_, n| match n {
         0 => resp(
             200,
-            &[("cache-control", "max-age=600"), ("age", age), ("etag", "\"f\"")],
+            &[
+                ("cache-control", "max-age=600"),
+                ("age", age),
+                ("etag", "\"f\""),
+            ],
             "fresh",
         ),
-        _ => resp(304, &[("cache-control", "max-age=600"), ("etag", "\"f\"")], ""),
+        _ => resp(
+            304,
+            &[("cache-control", "max-age=600"), ("etag", "\"f\"")],
+            "",
+        ),
     })
     .await
 }
@@ -147,12 +173,21 @@ async fn request_no_cache_forces_revalidation() {
         let r = edge.get_with("/rnc", &[(name, value)]).await;
         assert_eq!(r.status(), 200);
         let status = header(&r, "cache-status").to_owned();
-        assert!(status.contains("fwd=request; fwd-status=304"), "{name}: {status}");
+        assert!(
+            status.contains("fwd=request; fwd-status=304"),
+            "{name}: {status}"
+        );
         assert_eq!(r.text().await.unwrap(), "fresh");
     }
     assert_eq!(origin.hits(), 3);
-    assert_eq!(seen_header(&origin, 1, "if-none-match").as_deref(), Some("\"f\""));
-    assert_eq!(seen_header(&origin, 2, "if-none-match").as_deref(), Some("\"f\""));
+    assert_eq!(
+        seen_header(&origin, 1, "if-none-match").as_deref(),
+        Some("\"f\"")
+    );
+    assert_eq!(
+        seen_header(&origin, 2, "if-none-match").as_deref(),
+        Some("\"f\"")
+    );
 }
 
 #[tokio::test]
@@ -162,15 +197,22 @@ async fn request_max_age_0_forces_revalidation_of_an_aged_entry() {
     let edge = TestEdge::start(&origin.url()).await;
     edge.get("/ma0").await;
 
-    let r = edge.get_with("/ma0", &[("cache-control", "max-age=0")]).await;
+    let r = edge
+        .get_with("/ma0", &[("cache-control", "max-age=0")])
+        .await;
     assert_eq!(r.status(), 200);
     let status = header(&r, "cache-status").to_owned();
     assert!(status.contains("fwd=request; fwd-status=304"), "{status}");
     assert_eq!(r.text().await.unwrap(), "fresh");
-    assert_eq!(seen_header(&origin, 1, "if-none-match").as_deref(), Some("\"f\""));
+    assert_eq!(
+        seen_header(&origin, 1, "if-none-match").as_deref(),
+        Some("\"f\"")
+    );
 
     // A looser limit is met by the refreshed entry.
-    let r = edge.get_with("/ma0", &[("cache-control", "max-age=20")]).await;
+    let r = edge
+        .get_with("/ma0", &[("cache-control", "max-age=20")])
+        .await;
     assert!(header(&r, "cache-status").contains("; hit;"));
     assert_eq!(origin.hits(), 2);
 }
@@ -179,7 +221,9 @@ async fn request_max_age_0_forces_revalidation_of_an_aged_entry() {
 async fn only_if_cached_on_a_miss_is_504() {
     let origin = TestOrigin::start(|_, _| resp(200, &[("cache-control", "max-age=60")], "x")).await;
     let edge = TestEdge::start(&origin.url()).await;
-    let r = edge.get_with("/oic", &[("cache-control", "only-if-cached")]).await;
+    let r = edge
+        .get_with("/oic", &[("cache-control", "only-if-cached")])
+        .await;
     assert_eq!(r.status(), 504);
     assert_eq!(
         header(&r, "cache-status"),
@@ -188,7 +232,9 @@ async fn only_if_cached_on_a_miss_is_504() {
     assert_eq!(origin.hits(), 0);
 
     edge.get("/oic").await;
-    let r = edge.get_with("/oic", &[("cache-control", "only-if-cached")]).await;
+    let r = edge
+        .get_with("/oic", &[("cache-control", "only-if-cached")])
+        .await;
     assert_eq!(r.status(), 200);
     assert!(header(&r, "cache-status").contains("; hit;"));
     assert_eq!(r.text().await.unwrap(), "x");
@@ -200,10 +246,18 @@ async fn full_response_replaces_a_stale_entry() {
     let origin = TestOrigin::start(|_, n| match n {
         0 => resp(
             200,
-            &[("cache-control", "max-age=60"), ("age", "100"), ("etag", "\"old\"")],
+            &[
+                ("cache-control", "max-age=60"),
+                ("age", "100"),
+                ("etag", "\"old\""),
+            ],
             "old body",
         ),
-        _ => resp(200, &[("cache-control", "max-age=60"), ("etag", "\"new\"")], "new body"),
+        _ => resp(
+            200,
+            &[("cache-control", "max-age=60"), ("etag", "\"new\"")],
+            "new body",
+        ),
     })
     .await;
     let edge = TestEdge::start(&origin.url()).await;
@@ -217,7 +271,10 @@ async fn full_response_replaces_a_stale_entry() {
     );
     assert_eq!(header(&r, "etag"), "\"new\"");
     assert_eq!(r.text().await.unwrap(), "new body");
-    assert_eq!(seen_header(&origin, 1, "if-none-match").as_deref(), Some("\"old\""));
+    assert_eq!(
+        seen_header(&origin, 1, "if-none-match").as_deref(),
+        Some("\"old\"")
+    );
 
     let r = edge.get("/replace").await;
     assert!(header(&r, "cache-status").contains("; hit;"));
@@ -231,13 +288,25 @@ async fn a_304_for_another_etag_is_followed_by_a_full_fetch() {
     let origin = TestOrigin::start(|s, n| match n {
         0 => resp(
             200,
-            &[("cache-control", "max-age=60"), ("age", "100"), ("etag", "\"a\"")],
+            &[
+                ("cache-control", "max-age=60"),
+                ("age", "100"),
+                ("etag", "\"a\""),
+            ],
             "version a",
         ),
-        1 => resp(304, &[("cache-control", "max-age=60"), ("etag", "\"b\"")], ""),
+        1 => resp(
+            304,
+            &[("cache-control", "max-age=60"), ("etag", "\"b\"")],
+            "",
+        ),
         _ => {
             assert!(s.headers.get("if-none-match").is_none());
-            resp(200, &[("cache-control", "max-age=60"), ("etag", "\"b\"")], "version b")
+            resp(
+                200,
+                &[("cache-control", "max-age=60"), ("etag", "\"b\"")],
+                "version b",
+            )
         }
     })
     .await;
@@ -260,7 +329,11 @@ async fn a_304_for_another_etag_is_followed_by_a_full_fetch() {
 #[tokio::test]
 async fn client_validators_are_not_sent_to_the_origin() {
     let origin = TestOrigin::start(|_, _| {
-        resp(200, &[("cache-control", "max-age=60"), ("etag", "\"s\"")], "state")
+        resp(
+            200,
+            &[("cache-control", "max-age=60"), ("etag", "\"s\"")],
+            "state",
+        )
     })
     .await;
     let edge = TestEdge::start(&origin.url()).await;

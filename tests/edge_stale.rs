@@ -96,7 +96,10 @@ async fn stale_entry_is_served_while_revalidating() {
             break;
         }
         assert_eq!(body, "old");
-        assert!(Instant::now() < deadline, "the revalidated body never arrived");
+        assert!(
+            Instant::now() < deadline,
+            "the revalidated body never arrived"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(origin.hits(), 2);
@@ -106,7 +109,11 @@ async fn stale_entry_is_served_while_revalidating() {
 async fn past_the_stale_while_revalidate_window_the_client_waits_for_the_origin() {
     let origin = TestOrigin::start(|_, n| {
         let cc = "max-age=1, stale-while-revalidate=2";
-        resp(200, &[("cache-control", cc), ("age", "5"), ("etag", "\"w\"")], format!("v{n}"))
+        resp(
+            200,
+            &[("cache-control", cc), ("age", "5"), ("etag", "\"w\"")],
+            format!("v{n}"),
+        )
     })
     .await;
     let edge = TestEdge::start(&origin.url()).await;
@@ -122,7 +129,11 @@ async fn then_500(cache_control: &'static str) -> TestOrigin {
     TestOrigin::start(move |_, n| match n {
         0 => resp(
             200,
-            &[("cache-control", cache_control), ("age", "5"), ("etag", "\"e\"")],
+            &[
+                ("cache-control", cache_control),
+                ("age", "5"),
+                ("etag", "\"e\""),
+            ],
             "old",
         ),
         _ => resp(500, &[("content-type", "text/plain")], "origin broke"),
@@ -153,7 +164,8 @@ async fn stale_if_error_serves_the_stale_body_when_the_origin_answers_500() {
 
 #[tokio::test]
 async fn stale_if_error_serves_the_stale_body_when_the_origin_is_down() {
-    let (url, origin) = origin_that_dies_after(raw_200("max-age=1, stale-if-error=600", "old")).await;
+    let (url, origin) =
+        origin_that_dies_after(raw_200("max-age=1, stale-if-error=600", "old")).await;
     let edge = TestEdge::start(&url).await;
     assert_eq!(edge.get("/down").await.text().await.unwrap(), "old");
     origin.await.unwrap();
@@ -161,7 +173,10 @@ async fn stale_if_error_serves_the_stale_body_when_the_origin_is_down() {
     let r = edge.get("/down").await;
     assert_eq!(r.status(), 200);
     let status = header(&r, "cache-status").to_owned();
-    assert!(status.starts_with("edgecache-test; hit; fwd=stale; ttl=-"), "{status}");
+    assert!(
+        status.starts_with("edgecache-test; hit; fwd=stale; ttl=-"),
+        "{status}"
+    );
     assert!(status.ends_with("; detail=origin-unreachable"), "{status}");
     assert_eq!(r.text().await.unwrap(), "old");
 }
@@ -202,10 +217,9 @@ async fn without_stale_if_error_an_unreachable_origin_is_502() {
 
 #[tokio::test]
 async fn must_revalidate_forbids_stale_even_with_stale_if_error() {
-    let origin = then_500(
-        "max-age=1, must-revalidate, stale-if-error=600, stale-while-revalidate=600",
-    )
-    .await;
+    let origin =
+        then_500("max-age=1, must-revalidate, stale-if-error=600, stale-while-revalidate=600")
+            .await;
     let edge = TestEdge::start(&origin.url()).await;
     edge.get("/mr").await;
 

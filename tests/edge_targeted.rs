@@ -90,7 +90,10 @@ async fn edgecache_cache_control_max_age_sets_the_edge_lifetime_and_is_not_sent(
     let r = edge.get("/ecc").await;
     let status = header(&r, "cache-status").to_owned();
     let ttl: i64 = status.rsplit('=').next().unwrap().parse().unwrap();
-    assert!(status.starts_with("edgecache-test; hit; ttl=") && ttl > 3500, "{status}");
+    assert!(
+        status.starts_with("edgecache-test; hit; ttl=") && ttl > 3500,
+        "{status}"
+    );
     assert_eq!(header(&r, "cache-control"), "max-age=5");
     assert_eq!(header(&r, "edgecache-cache-control"), "");
     assert_eq!(r.text().await.unwrap(), "response 0");

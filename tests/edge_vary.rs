@@ -59,12 +59,21 @@ async fn a_new_variant_is_a_vary_miss() {
     let edge = TestEdge::start(&origin.url()).await;
 
     let (status, _) = get_ae(&edge, "/v.css", Some("gzip")).await;
-    assert_eq!(status, "edgecache-test; fwd=uri-miss; fwd-status=200; stored");
+    assert_eq!(
+        status,
+        "edgecache-test; fwd=uri-miss; fwd-status=200; stored"
+    );
     let (status, body) = get_ae(&edge, "/v.css", Some("br")).await;
-    assert_eq!(status, "edgecache-test; fwd=vary-miss; fwd-status=200; stored");
+    assert_eq!(
+        status,
+        "edgecache-test; fwd=vary-miss; fwd-status=200; stored"
+    );
     assert_eq!(body, "body for br");
     let (status, _) = get_ae(&edge, "/v.css", None).await;
-    assert_eq!(status, "edgecache-test; fwd=vary-miss; fwd-status=200; stored");
+    assert_eq!(
+        status,
+        "edgecache-test; fwd=vary-miss; fwd-status=200; stored"
+    );
     assert_eq!(origin.hits(), 3);
     // The origin saw each client's own value, not the first one's.
     let seen: Vec<Option<String>> = origin
@@ -112,7 +121,10 @@ async fn whitespace_in_vary_values_is_normalised() {
     assert_eq!(body, "body for gzip, br");
     for same in ["gzip,br", "gzip ,  br", " gzip,br "] {
         let (status, body) = get_ae(&edge, "/ws", Some(same)).await;
-        assert!(status.starts_with("edgecache-test; hit;"), "{same:?}: {status}");
+        assert!(
+            status.starts_with("edgecache-test; hit;"),
+            "{same:?}: {status}"
+        );
         assert_eq!(body, "body for gzip, br");
     }
     assert_eq!(origin.hits(), 1);
@@ -126,7 +138,12 @@ async fn whitespace_in_vary_values_is_normalised() {
 #[tokio::test]
 async fn variants_by_several_headers_need_all_values_to_match() {
     let origin = TestOrigin::start(|s, _| {
-        let v = |n: &str| s.headers.get(n).map_or("-", |v| v.to_str().unwrap()).to_owned();
+        let v = |n: &str| {
+            s.headers
+                .get(n)
+                .map_or("-", |v| v.to_str().unwrap())
+                .to_owned()
+        };
         resp(
             200,
             &[
@@ -142,7 +159,10 @@ async fn variants_by_several_headers_need_all_values_to_match() {
         let edge = &edge;
         async move {
             let r = edge
-                .get_with("/multi", &[("accept-encoding", ae), ("accept-language", al)])
+                .get_with(
+                    "/multi",
+                    &[("accept-encoding", ae), ("accept-language", al)],
+                )
                 .await;
             let status = header(&r, "cache-status").to_owned();
             (status, r.text().await.unwrap())
@@ -168,7 +188,12 @@ async fn a_waiter_with_another_variant_is_not_given_the_leaders_response() {
         let client = edge.client.clone();
         let url = edge.url("/together");
         tokio::spawn(async move {
-            let r = client.get(url).header("accept-encoding", ae).send().await.unwrap();
+            let r = client
+                .get(url)
+                .header("accept-encoding", ae)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 200);
             r.text().await.unwrap()
         })
@@ -179,7 +204,10 @@ async fn a_waiter_with_another_variant_is_not_given_the_leaders_response() {
     let br = spawn_get("br");
     let deadline = Instant::now() + Duration::from_secs(5);
     while edge.stats().await["collapsed_requests"] != 1 {
-        assert!(Instant::now() < deadline, "second request never joined the fetch");
+        assert!(
+            Instant::now() < deadline,
+            "second request never joined the fetch"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     gate.add_permits(1000);
@@ -192,7 +220,11 @@ async fn a_waiter_with_another_variant_is_not_given_the_leaders_response() {
 async fn wait_for_origin_hits(origin: &TestOrigin, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while origin.hits() < n {
-        assert!(Instant::now() < deadline, "origin saw {} requests", origin.hits());
+        assert!(
+            Instant::now() < deadline,
+            "origin saw {} requests",
+            origin.hits()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -101,7 +101,79 @@ impl Edge {
                 CacheState::Error,
             );
         }
+        if parts.method == Method::HEAD {
+            return self
+                .forward_head(parts, &key, stale, fwd, &req_cc, peer)
+                .await;
+        }
         self.fetch(parts, key, stale, fwd, &req_cc, peer).await
+    }
+
+    /// A HEAD the cache cannot answer goes to the origin as a HEAD; its answer freshens a
+    /// stored response it matches (RFC 9111 §4.3.5) and is otherwise just relayed.
+    async fn forward_head(
+        self: &Arc<Self>,
+        parts: &Parts,
+        key: &CacheKey,
+        stale: Option<Arc<CachedResponse>>,
+        fwd: Fwd,
+        req_cc: &CacheControl,
+        peer: SocketAddr,
+    ) -> (Response<Body>, CacheState) {
+        let mut headers = forward_headers(&parts.headers, Some(peer));
+        strip_conditionals(&mut headers);
+        let path = path_and_query(parts);
+        let request_time = SystemTime::now();
+        let started = Instant::now();
+        let resp = match self.upstream.send(Method::HEAD, path, headers, None).await {
+            Ok(resp) => resp,
+            Err(err) => {
+                self.record_failure(&err, path);
+                let now = SystemTime::now();
+                if let Some(entry) = stale.filter(|e| {
+                    e.freshness
+                        .usable_on_error(req_cc, now, self.policy.stale_if_error_default)
+                }) {
+                    return self.stale_on_error(&entry, parts, fwd, None, err.detail(), now);
+                }
+                let mut status = CacheStatus::forward(fwd);
+                status.detail = Some(err.detail());
+                return (
+                    self.error_response(err.status(), err.detail(), status),
+                    CacheState::Error,
+                );
+            }
+        };
+        self.record_fetch(resp.status(), started);
+        let now = SystemTime::now();
+        if let Some(entry) = &stale
+            && resp.status() == entry.status
+            && head_matches(resp.headers(), entry)
+        {
+            let refreshed =
+                Arc::new(entry.refreshed(resp.headers(), request_time, now, &self.policy));
+            self.memory.store(key, refreshed.clone());
+            let status = CacheStatus {
+                fwd: Some(fwd),
+                fwd_status: Some(resp.status().as_u16()),
+                ttl: Some(refreshed.freshness.ttl(now)),
+                stored: true,
+                ..CacheStatus::default()
+            };
+            return (
+                self.from_entry(&refreshed, parts, status, now),
+                CacheState::Revalidated,
+            );
+        }
+        let status = CacheStatus {
+            fwd: Some(fwd),
+            fwd_status: Some(resp.status().as_u16()),
+            ..CacheStatus::default()
+        };
+        (
+            self.stream_back(resp, &parts.method, status),
+            CacheState::Miss,
+        )
     }
 
     /// Joins or starts the origin fetch for `key` and answers from its outcome.
@@ -478,6 +550,19 @@ impl Edge {
             &self.key_rules,
         )
     }
+}
+
+/// A HEAD response describes the stored response when their validators and length agree
+/// (RFC 9111 §4.3.5).
+fn head_matches(head: &HeaderMap, stored: &CachedResponse) -> bool {
+    use http::header::{CONTENT_LENGTH, ETAG, LAST_MODIFIED};
+    [ETAG, LAST_MODIFIED, CONTENT_LENGTH].iter().all(|name| {
+        match (head.get(name), stored.headers.get(name)) {
+            (Some(a), Some(b)) => a == b,
+            (None, _) => true,
+            (Some(_), None) => false,
+        }
+    })
 }
 
 fn path_and_query(parts: &Parts) -> &str {
