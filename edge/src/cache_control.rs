@@ -156,8 +156,11 @@ impl CacheControl {
     pub fn parse_into(&mut self, line: &str) {
         for (name, value) in Directives::new(line) {
             self.present = true;
-            let name = name.to_ascii_lowercase();
-            match name.as_str() {
+            let mut lower = [0u8; 24];
+            let Some(name) = ascii_lower(name, &mut lower) else {
+                continue;
+            };
+            match name {
                 "max-age" => set_seconds(&mut self.max_age, value),
                 "s-maxage" => set_seconds(&mut self.s_maxage, value),
                 "min-fresh" => set_seconds(&mut self.min_fresh, value),
@@ -192,6 +195,17 @@ impl CacheControl {
             }
         }
     }
+}
+
+/// Lower-cases a directive name into `buf` without allocating; names longer than any
+/// known directive are not interesting and give `None`.
+fn ascii_lower<'b>(name: &str, buf: &'b mut [u8; 24]) -> Option<&'b str> {
+    let bytes = name.as_bytes();
+    let out = buf.get_mut(..bytes.len())?;
+    for (o, b) in out.iter_mut().zip(bytes) {
+        *o = b.to_ascii_lowercase();
+    }
+    std::str::from_utf8(out).ok()
 }
 
 /// Which field the response directives came from.

@@ -125,7 +125,7 @@ impl CachedResponse {
     pub fn matches(&self, request_headers: &HeaderMap) -> bool {
         self.vary
             .iter()
-            .all(|(name, stored)| normalised_values(request_headers, name) == *stored)
+            .all(|(name, stored)| vary_value_matches(request_headers, name, stored.as_deref()))
     }
 
     /// Approximate memory footprint, for the memory tier's weigher.
@@ -265,6 +265,35 @@ pub(crate) fn normalised_values(headers: &HeaderMap, name: &HeaderName) -> Optio
         }
     }
     out
+}
+
+/// Compares the request's values of `name` with a stored [`normalised_values`] result
+/// without building the normalised string: this runs on every hit of a varying response.
+pub(crate) fn vary_value_matches(
+    headers: &HeaderMap,
+    name: &HeaderName,
+    stored: Option<&str>,
+) -> bool {
+    let mut values = headers.get_all(name).iter().peekable();
+    let Some(stored) = stored else {
+        return values.peek().is_none();
+    };
+    if values.peek().is_none() {
+        return false;
+    }
+    let mut expected = stored.split(',');
+    for value in values {
+        let Ok(text) = std::str::from_utf8(value.as_bytes()) else {
+            // Not UTF-8: fall back to the allocating comparison.
+            return normalised_values(headers, name).as_deref() == Some(stored);
+        };
+        for part in text.split(',') {
+            if expected.next() != Some(part.trim()) {
+                return false;
+            }
+        }
+    }
+    expected.next().is_none()
 }
 
 /// Space- or comma-separated tags from `Surrogate-Key` and `Cache-Tag`.

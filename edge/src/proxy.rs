@@ -574,5 +574,5 @@ fn path_and_query(parts: &Parts) -> &str {
 fn vary_matches(head: &FetchedHead, headers: &HeaderMap) -> bool {
     head.vary
         .iter()
-        .all(|(name, value)| crate::entry::normalised_values(headers, name) == *value)
+        .all(|(name, value)| crate::entry::vary_value_matches(headers, name, value.as_deref()))
 }

@@ -94,6 +94,15 @@ pub fn forward_headers(client: &HeaderMap, peer: Option<SocketAddr>) -> HeaderMa
     if let Some(host) = client.get(HOST) {
         out.insert(X_FORWARDED_HOST, host.clone());
     }
+    // RFC 9110 §7.6.3: every proxy adds itself to Via (and it lets a tier of edgecache
+    // nodes see loops).
+    let via = match out.get(http::header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, 1.1 edgecache"),
+        None => "1.1 edgecache".to_owned(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&via) {
+        out.insert(http::header::VIA, v);
+    }
     if !out.contains_key(X_FORWARDED_PROTO) {
         out.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
@@ -148,5 +157,6 @@ mod tests {
         assert_eq!(out.get("x-forwarded-host").unwrap(), "cdn.test");
         assert_eq!(out.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.9");
         assert_eq!(out.get("accept").unwrap(), "*/*");
+        assert_eq!(out.get("via").unwrap(), "1.1 edgecache");
     }
 }
