@@ -1,6 +1,5 @@
 //! The command line: one subcommand per server. Flags override the config file.
 
-use std::future::Future;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -148,26 +147,24 @@ async fn bind(addr: &str, key: &str) -> anyhow::Result<TcpListener> {
 }
 
 /// Completes on Ctrl-C or SIGTERM.
-pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
-    async {
-        let ctrl_c = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        #[cfg(unix)]
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
             }
-        };
-        #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
-        tokio::select! {
-            () = ctrl_c => {}
-            () = term => {}
+            Err(_) => std::future::pending::<()>().await,
         }
-        tracing::info!("shutting down");
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
     }
+    tracing::info!("shutting down");
 }

@@ -238,7 +238,7 @@ async fn range_on_a_cold_object_is_cut_from_one_origin_fetch() {
 /// The range waits for the fetch's body to end, but the object is stored a moment later;
 /// on a multi-threaded runtime the lookup can run in between and miss it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "edge bug: cold Range sometimes gets the full 200 (body end signalled before the entry is stored)"]
+
 async fn cold_range_requests_are_always_206() {
     let origin =
         TestOrigin::start(|_, _| resp(200, &[("cache-control", "max-age=600")], BODY)).await;

@@ -5,6 +5,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use edgecache_edge::config::HumanDuration;
 use support::{TestEdge, TestOrigin, header, resp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -36,6 +37,15 @@ fn raw_200(cache_control: &str, body: &str) -> String {
          content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )
+}
+
+/// An edge whose own stale-on-error window (`cache.stale_if_error`, 1 day by default) is
+/// off, so only the response's `stale-if-error` may let a stale copy stand in.
+async fn strict_edge(origin_url: &str) -> TestEdge {
+    TestEdge::start_with(origin_url, |cfg| {
+        cfg.cache.stale_if_error = HumanDuration(Duration::ZERO);
+    })
+    .await
 }
 
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -144,7 +154,7 @@ async fn then_500(cache_control: &'static str) -> TestOrigin {
 #[tokio::test]
 async fn stale_if_error_serves_the_stale_body_when_the_origin_answers_500() {
     let origin = then_500("max-age=1, stale-if-error=600").await;
-    let edge = TestEdge::start(&origin.url()).await;
+    let edge = strict_edge(&origin.url()).await;
     edge.get("/sie").await;
 
     for n in 2..4 {
@@ -166,7 +176,7 @@ async fn stale_if_error_serves_the_stale_body_when_the_origin_answers_500() {
 async fn stale_if_error_serves_the_stale_body_when_the_origin_is_down() {
     let (url, origin) =
         origin_that_dies_after(raw_200("max-age=1, stale-if-error=600", "old")).await;
-    let edge = TestEdge::start(&url).await;
+    let edge = strict_edge(&url).await;
     assert_eq!(edge.get("/down").await.text().await.unwrap(), "old");
     origin.await.unwrap();
 
@@ -182,27 +192,25 @@ async fn stale_if_error_serves_the_stale_body_when_the_origin_is_down() {
 }
 
 #[tokio::test]
-#[ignore = "edge bug: without stale-if-error a 500 is hidden behind the stale body (uncommitted default cache.stale_if_error = 1 day)"]
-async fn without_stale_if_error_the_500_reaches_the_client() {
+async fn without_stale_if_error_a_500_reaches_the_client() {
     let origin = then_500("max-age=1").await;
-    let edge = TestEdge::start(&origin.url()).await;
+    let edge = strict_edge(&origin.url()).await;
     edge.get("/no-sie").await;
 
     let r = edge.get("/no-sie").await;
     assert_eq!(r.status(), 500, "{}", header(&r, "cache-status"));
     assert_eq!(
         header(&r, "cache-status"),
-        "edgecache-test; fwd=stale; fwd-status=500"
+        "edgecache-test; fwd=stale; fwd-status=500; detail=no-freshness"
     );
     assert_eq!(r.text().await.unwrap(), "origin broke");
     assert_eq!(origin.hits(), 2);
 }
 
 #[tokio::test]
-#[ignore = "edge bug: without stale-if-error an unreachable origin is hidden behind the stale body (uncommitted default cache.stale_if_error = 1 day)"]
 async fn without_stale_if_error_an_unreachable_origin_is_502() {
     let (url, origin) = origin_that_dies_after(raw_200("max-age=1", "old")).await;
-    let edge = TestEdge::start(&url).await;
+    let edge = strict_edge(&url).await;
     assert_eq!(edge.get("/down-no-sie").await.text().await.unwrap(), "old");
     origin.await.unwrap();
 
@@ -230,4 +238,34 @@ async fn must_revalidate_forbids_stale_even_with_stale_if_error() {
     assert!(!status.contains("hit"), "{status}");
     assert_eq!(r.text().await.unwrap(), "origin broke");
     assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test]
+async fn by_default_a_stale_copy_stands_in_for_a_failing_origin_for_a_day() {
+    // No stale-if-error from the origin: the edge's own window (README: `stale_if_error`).
+    let origin = then_500("max-age=1").await;
+    let edge = TestEdge::start(&origin.url()).await;
+    edge.get("/default-window").await;
+
+    let r = edge.get("/default-window").await;
+    assert_eq!(r.status(), 200);
+    let status = header(&r, "cache-status").to_owned();
+    assert!(
+        status.starts_with("edgecache-test; hit; fwd=stale; fwd-status=500; ttl=-"),
+        "{status}"
+    );
+    assert!(status.ends_with("; detail=origin-error"), "{status}");
+    assert_eq!(r.text().await.unwrap(), "old");
+    assert_eq!(origin.hits(), 2);
+
+    // Past the window the origin's answer goes through.
+    let origin = then_500("max-age=1").await;
+    let edge = TestEdge::start_with(&origin.url(), |cfg| {
+        cfg.cache.stale_if_error = HumanDuration(Duration::from_secs(3));
+    })
+    .await;
+    edge.get("/default-window").await;
+    let r = edge.get("/default-window").await;
+    assert_eq!(r.status(), 500, "{}", header(&r, "cache-status"));
+    assert_eq!(r.text().await.unwrap(), "origin broke");
 }

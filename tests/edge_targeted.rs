@@ -38,19 +38,26 @@ async fn cdn_cache_control_max_age_caches_despite_cache_control_no_store() {
 }
 
 #[tokio::test]
-#[ignore = "edge bug: CDN-Cache-Control is forwarded to clients (uncommitted entry.rs change keeps it for downstream CDNs)"]
-async fn cdn_cache_control_is_not_sent_to_clients() {
+async fn cdn_cache_control_travels_on_and_edgecache_cache_control_does_not() {
+    // README: `CDN-Cache-Control` may also target a CDN further downstream, so it is
+    // forwarded; `Edgecache-Cache-Control` is for this edge alone.
     let origin = origin_with(&[
         ("cache-control", "no-store"),
         ("cdn-cache-control", "max-age=60"),
+        ("edgecache-cache-control", "max-age=30"),
     ])
     .await;
     let edge = TestEdge::start(&origin.url()).await;
     for _ in 0..2 {
-        let r = edge.get("/cdn-hidden").await;
+        let r = edge.get("/targeted-headers").await;
         assert_eq!(r.status(), 200);
         assert_eq!(header(&r, "cache-control"), "no-store");
-        assert_eq!(header(&r, "cdn-cache-control"), "", "miss and hit alike");
+        assert_eq!(header(&r, "cdn-cache-control"), "max-age=60");
+        assert_eq!(
+            header(&r, "edgecache-cache-control"),
+            "",
+            "miss and hit alike"
+        );
     }
     assert_eq!(origin.hits(), 1);
 }

@@ -166,13 +166,11 @@ impl CacheControl {
                 "min-fresh" => set_seconds(&mut self.min_fresh, value),
                 "stale-while-revalidate" => set_seconds(&mut self.stale_while_revalidate, value),
                 "stale-if-error" => set_seconds(&mut self.stale_if_error, value),
-                "max-stale" => {
-                    if self.max_stale.is_none() {
-                        self.max_stale = Some(match value {
-                            None => MaxStale::Any,
-                            Some(v) => MaxStale::Seconds(parse_delta_prefix(v).unwrap_or(0)),
-                        });
-                    }
+                "max-stale" if self.max_stale.is_none() => {
+                    self.max_stale = Some(match value {
+                        None => MaxStale::Any,
+                        Some(v) => MaxStale::Seconds(parse_delta_prefix(v).unwrap_or(0)),
+                    });
                 }
                 "no-store" => self.no_store = true,
                 // The qualified forms name fields to drop, not the response (RFC 9111

@@ -129,17 +129,13 @@ impl Inflight {
         }
     }
 
-    /// The whole body once it has ended completely.
-    pub fn complete_body(&self) -> Option<Bytes> {
-        let s = self.lock();
-        if !matches!(s.end, Some(Ok(()))) {
-            return None;
-        }
-        Some(match s.chunks.as_slice() {
+    /// The body received so far, in one piece.
+    pub fn body_so_far(&self) -> Bytes {
+        match self.lock().chunks.as_slice() {
             [] => Bytes::new(),
             [one] => one.clone(),
             many => Bytes::from(many.concat()),
-        })
+        }
     }
 
     pub fn push_chunk(&self, chunk: Bytes) {

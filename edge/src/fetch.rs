@@ -180,21 +180,21 @@ impl Edge {
                 }
             }
         }
-        done.inflight.finish(Ok(()));
+        // Stored before the end is announced: a waiter cutting a range from the stored copy
+        // must find it there.
         if keep && !too_large && received <= max {
-            if let Some(bytes) = done.inflight.complete_body() {
-                let entry = CachedResponse::new(
-                    status,
-                    &origin_headers,
-                    bytes,
-                    &request.client_headers,
-                    request_time,
-                    response_time,
-                    &self.policy,
-                );
-                self.memory.store(&done.key, Arc::new(entry));
-            }
+            let entry = CachedResponse::new(
+                status,
+                &origin_headers,
+                done.inflight.body_so_far(),
+                &request.client_headers,
+                request_time,
+                response_time,
+                &self.policy,
+            );
+            self.memory.store(&done.key, Arc::new(entry));
         }
+        done.inflight.finish(Ok(()));
     }
 
     pub(crate) fn record_fetch(&self, status: StatusCode, started: Instant) {

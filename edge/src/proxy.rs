@@ -64,7 +64,10 @@ impl Edge {
             Lookup::Found(entry) => match entry.freshness.usability(&req_cc, now) {
                 Usability::Fresh => {
                     let status = CacheStatus::hit(entry.freshness.ttl(now));
-                    return (self.from_entry(&entry, parts, status, now), CacheState::Hit);
+                    return (
+                        self.answer_from(&entry, parts, status, now),
+                        CacheState::Hit,
+                    );
                 }
                 Usability::ServeStale => {
                     if entry.freshness.staleness(now) < entry.freshness.stale_while_revalidate {
@@ -74,7 +77,7 @@ impl Edge {
                     status.fwd = None;
                     status.detail = Some("stale");
                     return (
-                        self.from_entry(&entry, parts, status, now),
+                        self.answer_from(&entry, parts, status, now),
                         CacheState::StaleHit,
                     );
                 }
@@ -161,7 +164,7 @@ impl Edge {
                 ..CacheStatus::default()
             };
             return (
-                self.from_entry(&refreshed, parts, status, now),
+                self.answer_from(&refreshed, parts, status, now),
                 CacheState::Revalidated,
             );
         }
@@ -209,7 +212,7 @@ impl Edge {
                     ..CacheStatus::default()
                 };
                 (
-                    self.from_entry(&entry, parts, status, now),
+                    self.answer_from(&entry, parts, status, now),
                     CacheState::Revalidated,
                 )
             }
@@ -263,7 +266,7 @@ impl Edge {
                     inflight.wait_end().await;
                     if let Lookup::Found(entry) = self.memory.lookup(&key, &parts.headers) {
                         status.ttl = Some(entry.freshness.ttl(now));
-                        return (self.from_entry(&entry, parts, status, now), state);
+                        return (self.answer_from(&entry, parts, status, now), state);
                     }
                 }
                 let age = head.freshness.age(now);
@@ -391,12 +394,12 @@ impl Edge {
             ..CacheStatus::default()
         };
         (
-            self.from_entry(entry, parts, status, now),
+            self.answer_from(entry, parts, status, now),
             CacheState::StaleOnError,
         )
     }
 
-    fn from_entry(
+    fn answer_from(
         &self,
         entry: &CachedResponse,
         parts: &Parts,
