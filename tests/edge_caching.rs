@@ -117,3 +117,39 @@ async fn not_found_is_cached_heuristically_only_with_validator() {
     assert_eq!(r.text().await.unwrap(), "gone");
     assert_eq!(origin.hits(), 1);
 }
+
+#[tokio::test]
+async fn fields_named_by_qualified_no_cache_are_not_reused() {
+    let origin = TestOrigin::start(|_, _| {
+        resp(
+            200,
+            &[
+                ("cache-control", "max-age=60, no-cache=\"x-session\""),
+                ("x-session", "secret"),
+                ("x-public", "1"),
+            ],
+            "x",
+        )
+    })
+    .await;
+    let edge = TestEdge::start(&origin.url()).await;
+    let first = edge.get("/q").await;
+    assert_eq!(header(&first, "x-session"), "secret");
+    let second = edge.get("/q").await;
+    assert!(header(&second, "cache-status").contains("; hit"));
+    assert_eq!(header(&second, "x-session"), "");
+    assert_eq!(header(&second, "x-public"), "1");
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test]
+async fn invalid_status_codes_are_not_stored() {
+    let origin =
+        TestOrigin::start(|_, _| resp(999, &[("cache-control", "max-age=60")], "odd")).await;
+    let edge = TestEdge::start(&origin.url()).await;
+    for _ in 0..2 {
+        let r = edge.get("/odd").await;
+        assert_eq!(r.status().as_u16(), 999);
+    }
+    assert_eq!(origin.hits(), 2);
+}

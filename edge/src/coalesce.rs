@@ -18,8 +18,13 @@ use crate::policy::{Freshness, NotStorable};
 #[derive(Debug)]
 pub struct FetchedHead {
     pub status: StatusCode,
-    /// Headers as clients see them (no hop-by-hop, `Age` or targeted fields).
+    /// Headers as the client that caused the fetch sees them (no hop-by-hop fields, `Age`
+    /// or `Edgecache-Cache-Control`).
     pub headers: HeaderMap,
+    /// Fields named by a qualified `no-cache` / `private`: only that client gets them.
+    pub unshared_fields: Vec<String>,
+    /// Whether the response will be stored.
+    pub stored: bool,
     pub freshness: Freshness,
     /// Why the response will not be stored, if it will not.
     pub not_storable: Option<NotStorable>,

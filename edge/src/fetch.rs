@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use futures_util::StreamExt;
-use http::header::{CONTENT_LENGTH, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH};
+use http::header::{AGE, CONTENT_LENGTH, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH};
 use http::{HeaderMap, Method, StatusCode};
 use tracing::{debug, warn};
 
 use crate::cache_control::CacheControl;
+use crate::cache_control::EDGECACHE_CACHE_CONTROL;
 use crate::coalesce::{FetchedHead, Inflight, Outcome};
-use crate::entry::{CachedResponse, capture_vary, split_headers};
+use crate::entry::{CachedResponse, capture_vary, strip_hop_by_hop};
 use crate::error::UpstreamError;
 use crate::key::CacheKey;
 use crate::metrics::FetchOutcome;
@@ -149,10 +150,20 @@ impl Edge {
             && worth_storing(&freshness, &origin_headers);
         let max = self.memory.max_object_size();
         let too_large = content_length(&origin_headers).is_some_and(|n| n > max as u64);
-        let (client_headers, _) = split_headers(&origin_headers);
+        let mut client_headers = origin_headers.clone();
+        strip_hop_by_hop(&mut client_headers);
+        client_headers.remove(AGE);
+        client_headers.remove(EDGECACHE_CACHE_CONTROL);
         let head = FetchedHead {
             status,
             headers: client_headers,
+            unshared_fields: cc
+                .no_cache_fields
+                .iter()
+                .chain(&cc.private_fields)
+                .cloned()
+                .collect(),
+            stored: keep && !too_large,
             freshness,
             not_storable,
             vary: capture_vary(&origin_headers, &request.client_headers),

@@ -88,9 +88,10 @@ pub fn storable(
     if method != Method::GET {
         return Err(NotStorable::Method);
     }
-    // 206 and 304 are never stored as entries of their own; 1xx are not final.
+    // 206 and 304 are never stored as entries of their own; 1xx are not final, and codes
+    // past 599 are not HTTP status codes at all (RFC 9110 §15).
     let code = status.as_u16();
-    if code < 200 || code == 206 || code == 304 {
+    if !(200..=599).contains(&code) || code == 206 || code == 304 {
         return Err(NotStorable::Status);
     }
     if resp_cc.must_understand {
@@ -596,6 +597,7 @@ mod tests {
         let h = headers(&[("cache-control", "max-age=10".into())]);
         assert_eq!(ok(302, &h), Ok(()));
         assert_eq!(ok(206, &h), Err(NotStorable::Status));
+        assert_eq!(ok(999, &h), Err(NotStorable::Status));
         let h = headers(&[("cache-control", "private, max-age=10".into())]);
         assert_eq!(ok(200, &h), Err(NotStorable::Private));
         let h = headers(&[("cache-control", "no-store".into())]);

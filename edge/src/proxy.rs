@@ -253,7 +253,7 @@ impl Edge {
                 let mut status = CacheStatus {
                     fwd: Some(fwd),
                     fwd_status: Some(head.status.as_u16()),
-                    stored: head.shareable(),
+                    stored: head.stored,
                     collapsed: !leader,
                     detail: head.not_storable.map(|n| n.as_str()),
                     ..CacheStatus::default()
@@ -301,6 +301,11 @@ impl Edge {
                 let mut resp = Response::new(body);
                 *resp.status_mut() = head.status;
                 *resp.headers_mut() = head.headers.clone();
+                if !leader {
+                    for field in &head.unshared_fields {
+                        resp.headers_mut().remove(field.as_str());
+                    }
+                }
                 respond::stamp(resp.headers_mut(), age, status_value);
                 (resp, state)
             }

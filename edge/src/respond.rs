@@ -34,8 +34,16 @@ pub fn evaluate_preconditions(
     stored: &HeaderMap,
     received_at: SystemTime,
 ) -> Precondition {
-    let etag = stored.get(ETAG).and_then(|v| v.to_str().ok());
-    if let Some(if_match) = req.get(IF_MATCH).and_then(|v| v.to_str().ok()) {
+    // Entity tags may carry obs-text: compare them as bytes, never drop them as non-ASCII.
+    let etag = stored
+        .get(ETAG)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()));
+    let etag = etag.as_deref();
+    if let Some(if_match) = req
+        .get(IF_MATCH)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+    {
+        let if_match = if_match.as_ref();
         let ok = if_match.trim() == "*" || etag.is_some_and(|e| list_contains(if_match, e, true));
         if !ok {
             return Precondition::Failed;
@@ -46,7 +54,11 @@ pub fn evaluate_preconditions(
     {
         return Precondition::Failed;
     }
-    if let Some(inm) = req.get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+    if let Some(inm) = req
+        .get(IF_NONE_MATCH)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+    {
+        let inm = inm.as_ref();
         let matched = inm.trim() == "*" || etag.is_some_and(|e| list_contains(inm, e, false));
         return if matched {
             Precondition::NotModified
@@ -332,6 +344,30 @@ mod tests {
         assert_eq!(
             evaluate_preconditions(&h(&[("if-none-match", "*")]), &stored, now),
             Precondition::NotModified
+        );
+    }
+
+    #[test]
+    fn entity_tags_with_obs_text_compare_as_bytes() {
+        let mut stored = HeaderMap::new();
+        stored.insert("etag", HeaderValue::from_bytes(b"\"abc\xfc\"").unwrap());
+        let mut req = HeaderMap::new();
+        req.insert(
+            "if-none-match",
+            HeaderValue::from_bytes(b"\"abc\xfc\"").unwrap(),
+        );
+        let now = SystemTime::now();
+        assert_eq!(
+            evaluate_preconditions(&req, &stored, now),
+            Precondition::NotModified
+        );
+        req.insert(
+            "if-none-match",
+            HeaderValue::from_bytes(b"\"abd\xfc\"").unwrap(),
+        );
+        assert_eq!(
+            evaluate_preconditions(&req, &stored, now),
+            Precondition::Proceed
         );
     }
 
