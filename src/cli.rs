@@ -51,6 +51,12 @@ pub struct EdgeArgs {
     /// Memory tier size, e.g. 256MiB.
     #[arg(long)]
     pub memory_size: Option<ByteSize>,
+    /// Directory of the disk tier (enables it).
+    #[arg(long)]
+    pub disk_dir: Option<PathBuf>,
+    /// Disk tier size, e.g. 10GiB.
+    #[arg(long)]
+    pub disk_size: Option<ByteSize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,6 +106,12 @@ pub fn edge_config(args: &EdgeArgs) -> anyhow::Result<EdgeConfig> {
     }
     if let Some(size) = args.memory_size {
         config.memory.size = size;
+    }
+    if let Some(dir) = &args.disk_dir {
+        config.disk.dir = Some(dir.clone());
+    }
+    if let Some(size) = args.disk_size {
+        config.disk.size = size;
     }
     config.validate()?;
     Ok(config)

@@ -82,7 +82,7 @@ async fn stale_entry_is_served_while_revalidating() {
     assert_eq!(r.status(), 200);
     let status = header(&r, "cache-status").to_owned();
     assert!(
-        status.starts_with("edgecache-test; hit; ttl=-") && status.ends_with("; detail=stale"),
+        status.starts_with("edgecache-test; hit; ttl=-") && status.ends_with("; detail=memory"),
         "{status}"
     );
     assert_eq!(r.text().await.unwrap(), "old");

@@ -28,7 +28,10 @@ async fn readyz() -> &'static str {
 }
 
 async fn stats(State(edge): State<Arc<Edge>>) -> impl IntoResponse {
-    Json(edge.metrics.stats(&edge.pop, &edge.memory))
+    Json(
+        edge.metrics
+            .stats(&edge.pop, &edge.memory, edge.disk.as_ref()),
+    )
 }
 
 async fn metrics(State(edge): State<Arc<Edge>>) -> impl IntoResponse {

@@ -57,9 +57,20 @@ pub enum Outcome {
 struct State {
     outcome: Option<Outcome>,
     chunks: Vec<Bytes>,
+    /// Set when the body goes to a disk-tier file instead of `chunks`: waiters read the
+    /// file as it grows, so a huge object costs no memory however many wait for it.
+    file: Option<FileFeed>,
     /// `Some` once the body has ended: `Ok` when complete, `Err` when cut short.
     end: Option<Result<(), String>>,
 }
+
+struct FileFeed {
+    reader: Arc<std::fs::File>,
+    written: u64,
+}
+
+/// How much a waiter reads from a growing body file at once.
+const FILE_READ: u64 = 256 * 1024;
 
 /// One origin fetch in progress.
 pub struct Inflight {
@@ -153,40 +164,117 @@ impl Inflight {
         self.changed.send_replace(());
     }
 
+    /// Switches the body to a file being written (before any byte arrives).
+    pub fn set_file(&self, reader: Arc<std::fs::File>) {
+        self.lock().file = Some(FileFeed { reader, written: 0 });
+    }
+
+    /// Announces that the body file now holds `written` bytes.
+    pub fn file_written(&self, written: u64) {
+        if let Some(f) = self.lock().file.as_mut() {
+            f.written = written;
+        }
+        self.changed.send_replace(());
+    }
+
     /// The body from its first byte, yielding chunks as the fetch delivers them. A fetch cut
     /// short ends the stream with an error, so the client sees a broken response rather
     /// than a complete-looking truncated one.
     pub fn body(self: Arc<Self>) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
+        enum Step {
+            Chunk(Bytes),
+            Read(Arc<std::fs::File>, u64),
+            End,
+            Fail(std::io::Error),
+            Wait,
+        }
         let rx = self.changed.subscribe();
-        futures_util::stream::unfold((self, 0usize, rx), |(me, next, mut rx)| async move {
-            loop {
-                if next == usize::MAX {
+        // `pos` counts chunks in memory mode and bytes in file mode.
+        futures_util::stream::unfold(
+            (self, 0u64, rx, false),
+            |(me, pos, mut rx, failed)| async move {
+                if failed {
                     return None;
                 }
-                let step = {
-                    let s = me.lock();
-                    if let Some(chunk) = s.chunks.get(next) {
-                        Some(Ok(chunk.clone()))
-                    } else {
-                        match &s.end {
-                            Some(Ok(())) => return None,
-                            Some(Err(e)) => Some(Err(std::io::Error::other(e.clone()))),
-                            None => None,
+                loop {
+                    let step = {
+                        let s = me.lock();
+                        let ended = || match &s.end {
+                            Some(Ok(())) => Step::End,
+                            Some(Err(e)) => Step::Fail(std::io::Error::other(e.clone())),
+                            None => Step::Wait,
+                        };
+                        match &s.file {
+                            Some(f) if pos < f.written => Step::Read(f.reader.clone(), f.written),
+                            Some(_) => ended(),
+                            None => match usize::try_from(pos).ok().and_then(|i| s.chunks.get(i)) {
+                                Some(chunk) => Step::Chunk(chunk.clone()),
+                                None => ended(),
+                            },
+                        }
+                    };
+                    match step {
+                        Step::Chunk(c) => return Some((Ok(c), (me, pos + 1, rx, false))),
+                        Step::Read(file, written) => {
+                            let n = (written - pos).min(FILE_READ);
+                            return match read_at(file, pos, n).await {
+                                Ok(b) => Some((Ok(b), (me, pos + n, rx, false))),
+                                Err(e) => Some((Err(e), (me, pos, rx, true))),
+                            };
+                        }
+                        Step::End => return None,
+                        Step::Fail(e) => return Some((Err(e), (me, pos, rx, true))),
+                        Step::Wait => {
+                            if rx.changed().await.is_err() {
+                                return None;
+                            }
+                        }
+                    }
+                }
+            },
+        )
+    }
+
+    /// Bytes `start..=end` of the body, as they arrive.
+    pub fn body_range(
+        self: Arc<Self>,
+        start: u64,
+        end: u64,
+    ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
+        use futures_util::StreamExt;
+        let mut offset = 0u64;
+        self.body()
+            .filter_map(move |item| {
+                let out = match item {
+                    Err(e) => Some(Err(e)),
+                    Ok(chunk) => {
+                        let (from, to) = (offset, offset + chunk.len() as u64);
+                        offset = to;
+                        if to <= start || from > end {
+                            None
+                        } else {
+                            let a = usize::try_from(start.saturating_sub(from)).unwrap_or(0);
+                            let b = usize::try_from((end + 1).min(to) - from).unwrap_or(0);
+                            Some(Ok(chunk.slice(a..b)))
                         }
                     }
                 };
-                match step {
-                    Some(Ok(chunk)) => return Some((Ok(chunk), (me, next + 1, rx))),
-                    Some(Err(e)) => return Some((Err(e), (me, usize::MAX, rx))),
-                    None => {
-                        if rx.changed().await.is_err() {
-                            return None;
-                        }
-                    }
-                }
-            }
-        })
+                std::future::ready(out)
+            })
+            .take_while(|item| std::future::ready(item.as_ref().map_or(true, |b| !b.is_empty())))
     }
+}
+
+/// Reads `n` bytes at `pos` on a blocking thread.
+async fn read_at(file: Arc<std::fs::File>, pos: u64, n: u64) -> Result<Bytes, std::io::Error> {
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; usize::try_from(n).unwrap_or(0)];
+        file.read_exact_at(&mut buf, pos)?;
+        Ok(Bytes::from(buf))
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 /// The table of fetches in progress, by cache key.
@@ -270,6 +358,41 @@ mod tests {
         feeder.await.unwrap();
         assert_eq!(a.concat(), b"abcd");
         assert_eq!(b.concat(), b"abcd");
+    }
+
+    #[tokio::test]
+    async fn range_of_a_streaming_body() {
+        let c = Coalescer::default();
+        let (f, _) = c.join(&key());
+        for part in [&b"0123"[..], b"4567", b"89"] {
+            f.push_chunk(Bytes::from_static(part));
+        }
+        f.finish(Ok(()));
+        let got: Vec<_> = f
+            .clone()
+            .body_range(3, 8)
+            .map(|r| r.unwrap())
+            .collect()
+            .await;
+        assert_eq!(got.concat(), b"345678");
+    }
+
+    #[tokio::test]
+    async fn waiters_follow_a_growing_file() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("body");
+        let mut w = std::fs::File::create(&path).unwrap();
+        let c = Coalescer::default();
+        let (f, _) = c.join(&key());
+        f.set_file(Arc::new(std::fs::File::open(&path).unwrap()));
+        let reader = tokio::spawn(f.clone().body().map(|r| r.unwrap()).collect::<Vec<_>>());
+        w.write_all(b"hello ").unwrap();
+        f.file_written(6);
+        w.write_all(b"world").unwrap();
+        f.file_written(11);
+        f.finish(Ok(()));
+        assert_eq!(reader.await.unwrap().concat(), b"hello world");
     }
 
     #[tokio::test]

@@ -22,6 +22,8 @@ pub struct EdgeConfig {
     /// Origins, tried in order.
     pub origins: Vec<OriginEntry>,
     pub memory: MemoryConfig,
+    /// The disk tier; off unless `dir` is set.
+    pub disk: DiskConfig,
     pub cache: CacheConfig,
     pub timeouts: TimeoutConfig,
 }
@@ -34,6 +36,7 @@ impl Default for EdgeConfig {
             pop: "local".into(),
             origins: Vec::new(),
             memory: MemoryConfig::default(),
+            disk: DiskConfig::default(),
             cache: CacheConfig::default(),
             timeouts: TimeoutConfig::default(),
         }
@@ -62,6 +65,24 @@ impl Default for MemoryConfig {
         Self {
             size: ByteSize(256 << 20),
             max_object_size: ByteSize(8 << 20),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiskConfig {
+    /// Directory of the disk tier (created if missing). No directory, no disk tier.
+    pub dir: Option<std::path::PathBuf>,
+    /// Bytes of bodies the disk tier may hold.
+    pub size: ByteSize,
+}
+
+impl Default for DiskConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            size: ByteSize(10 << 30),
         }
     }
 }
@@ -160,6 +181,9 @@ impl EdgeConfig {
                     );
                 }
             }
+        }
+        if self.disk.dir.is_some() && self.disk.size.0 == 0 {
+            return bad("edge.disk.size", "must be more than 0".into());
         }
         if self.memory.size.0 == 0 {
             return bad("edge.memory.size", "must be more than 0".into());

@@ -1,5 +1,6 @@
 //! A stored response: status, headers, body, freshness and the request headers it varies on.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -33,6 +34,18 @@ pub struct CachedResponse {
     pub tags: Vec<String>,
     /// When this entry was stored or last refreshed.
     pub stored_at: SystemTime,
+    /// Where the body lives on the disk tier, if it was written there.
+    pub disk: Option<DiskRef>,
+}
+
+/// A body on the disk tier: its file, length and per-block checksums.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskRef {
+    /// The index record's key.
+    pub record: Arc<[u8]>,
+    pub file: u64,
+    pub len: u64,
+    pub crcs: Arc<[u32]>,
 }
 
 impl CachedResponse {
@@ -46,22 +59,58 @@ impl CachedResponse {
         response_time: SystemTime,
         policy: &PolicyConfig,
     ) -> Self {
+        let len = body.len() as u64;
+        let mut entry = Self::describe(
+            status,
+            headers,
+            len,
+            request_headers,
+            request_time,
+            response_time,
+            policy,
+        );
+        entry.body = body;
+        entry
+    }
+
+    /// An entry for a body of `len` bytes held elsewhere (on the disk tier): same
+    /// metadata as [`CachedResponse::new`], empty `body`.
+    pub fn describe(
+        status: StatusCode,
+        headers: &HeaderMap,
+        len: u64,
+        request_headers: &HeaderMap,
+        request_time: SystemTime,
+        response_time: SystemTime,
+        policy: &PolicyConfig,
+    ) -> Self {
         let (client_headers, targeted) = split_headers(headers);
         let mut entry = Self {
             status,
             headers: client_headers,
             targeted,
-            body,
+            body: Bytes::new(),
             freshness: freshness_of(status, headers, request_time, response_time, policy),
             vary: capture_vary(headers, request_headers),
             tags: tags_of(headers),
             stored_at: response_time,
+            disk: None,
         };
         // The stored length is the truth: the origin may have sent the body chunked.
+        entry.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
         entry
-            .headers
-            .insert(CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
-        entry
+    }
+
+    /// Length of the body, wherever it is held.
+    pub fn body_len(&self) -> u64 {
+        self.disk.as_ref().map_or(self.body.len() as u64, |d| d.len)
+    }
+
+    /// True when the body is in memory (`body`), false when only the disk tier has it.
+    pub fn body_in_memory(&self) -> bool {
+        self.disk
+            .as_ref()
+            .is_none_or(|d| d.len == self.body.len() as u64)
     }
 
     /// A copy refreshed by a 304 (RFC 9111 §3.2, §4.3.4): the 304's headers replace the
@@ -109,6 +158,7 @@ impl CachedResponse {
             vary: self.vary.clone(),
             tags: tags_of(&merged),
             stored_at: response_time,
+            disk: self.disk.clone(),
         }
     }
 

@@ -116,6 +116,16 @@ impl Edge {
                 &self.policy,
             ));
             self.memory.store(&done.key, refreshed.clone());
+            if let Some(disk) = &self.disk
+                && refreshed.disk.is_some()
+            {
+                let (disk, entry) = (disk.clone(), refreshed.clone());
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = disk.update(&entry) {
+                        warn!(error = %e, "disk metadata update failed");
+                    }
+                });
+            }
             done.inflight.set_outcome(Outcome::Refreshed(refreshed));
             return;
         }
@@ -148,8 +158,26 @@ impl Edge {
         let keep = not_storable.is_none()
             && !(replaces_stale && status.is_server_error())
             && worth_storing(&freshness, &origin_headers);
-        let max = self.memory.max_object_size();
-        let too_large = content_length(&origin_headers).is_some_and(|n| n > max as u64);
+        let max = self.memory.max_object_size() as u64;
+        let length = content_length(&origin_headers);
+        let fits_memory = length.is_some_and(|n| n <= max);
+        // Bodies that may outgrow the memory tier go straight to a disk-tier file, which
+        // every waiter follows: memory use stays flat whatever the object's size.
+        let mut writer = match &self.disk {
+            Some(disk) if keep && !fits_memory && disk.fits(length.unwrap_or(0)) => {
+                match disk.writer() {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        warn!(key = %done.key, error = %e, "cannot write to the disk tier");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        if let Some(w) = &writer {
+            done.inflight.set_file(w.reader());
+        }
         let mut client_headers = origin_headers.clone();
         strip_hop_by_hop(&mut client_headers);
         client_headers.remove(AGE);
@@ -163,7 +191,8 @@ impl Edge {
                 .chain(&cc.private_fields)
                 .cloned()
                 .collect(),
-            stored: keep && !too_large,
+            stored: keep
+                && (fits_memory || writer.is_some() || (length.is_none() && self.disk.is_none())),
             freshness,
             not_storable,
             vary: capture_vary(&origin_headers, &request.client_headers),
@@ -175,37 +204,96 @@ impl Edge {
             self.coalescer.release(&done.key, &done.inflight);
         }
 
-        let mut received: usize = 0;
+        let mut received: u64 = 0;
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
-            match chunk {
-                Ok(chunk) => {
-                    received += chunk.len();
-                    done.inflight.push_chunk(chunk);
-                }
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
                 Err(e) => {
                     let err = UpstreamError::from_reqwest(&e);
                     warn!(key = %done.key, error = %err, received, "origin body cut short");
+                    if let Some(w) = writer.take() {
+                        w.abandon();
+                    }
                     done.inflight.finish(Err(err.to_string()));
                     return;
                 }
+            };
+            received += chunk.len() as u64;
+            match writer.as_mut() {
+                Some(w) => {
+                    // Page-cache writes of one chunk: short enough to do in place.
+                    if let Err(e) = w.write(&chunk) {
+                        warn!(key = %done.key, error = %e, "disk tier write failed");
+                        if let Some(w) = writer.take() {
+                            w.abandon();
+                        }
+                        done.inflight
+                            .finish(Err(format!("disk tier write failed: {e}")));
+                        return;
+                    }
+                    done.inflight.file_written(w.len());
+                }
+                None => done.inflight.push_chunk(chunk),
             }
         }
-        // Stored before the end is announced: a waiter cutting a range from the stored copy
-        // must find it there.
-        if keep && !too_large && received <= max {
-            let entry = CachedResponse::new(
+        let describe = |len: u64| {
+            CachedResponse::describe(
                 status,
                 &origin_headers,
-                done.inflight.body_so_far(),
+                len,
                 &request.client_headers,
                 request_time,
                 response_time,
                 &self.policy,
-            );
-            self.memory.store(&done.key, Arc::new(entry));
+            )
+        };
+        if let Some(w) = writer {
+            // Clients have every byte already; making the file durable can follow.
+            done.inflight.finish(Ok(()));
+            let entry = describe(received);
+            let (disk, key) = (self.disk.clone(), done.key.clone());
+            let committed =
+                tokio::task::spawn_blocking(move || disk.map(|d| d.commit(&key, &entry, w))).await;
+            if let Ok(Some(Err(e))) = committed {
+                warn!(key = %done.key, error = %e, "disk tier commit failed");
+            }
+            return;
+        }
+        // Stored before the end is announced: a waiter cutting a range from the stored copy
+        // must find it there.
+        if keep && received <= max {
+            let mut entry = describe(received);
+            entry.body = done.inflight.body_so_far();
+            let entry = Arc::new(entry);
+            self.memory.store(&done.key, entry.clone());
+            if let Some(disk) = self.disk.clone() {
+                self.write_behind(disk, done.key.clone(), entry);
+            }
         }
         done.inflight.finish(Ok(()));
+    }
+
+    /// Copies an entry held in memory to the disk tier, then gives the memory copy its
+    /// disk reference (so a 304 can update both).
+    fn write_behind(
+        self: &Arc<Self>,
+        disk: crate::disk::DiskTier,
+        key: CacheKey,
+        entry: Arc<CachedResponse>,
+    ) {
+        let edge = self.clone();
+        tokio::task::spawn_blocking(move || match disk.store_whole(&key, &entry) {
+            Ok(stored) => {
+                if let crate::memory::Lookup::Found(current) =
+                    edge.memory.lookup_exact(&key, &entry)
+                {
+                    edge.memory.store(&key, Arc::new(stored));
+                    drop(current);
+                }
+            }
+            Err(e) => warn!(key = %key, error = %e, "disk tier write failed"),
+        });
     }
 
     pub(crate) fn record_fetch(&self, status: StatusCode, started: Instant) {

@@ -16,6 +16,7 @@ pub mod cache_control;
 pub mod cache_status;
 pub mod coalesce;
 pub mod config;
+pub mod disk;
 pub mod entry;
 pub mod error;
 pub mod fetch;

@@ -72,10 +72,22 @@ impl MemoryTier {
         }
     }
 
+    /// The variant `entry` was stored as, if it is still that very entry (not replaced).
+    pub fn lookup_exact(&self, key: &CacheKey, entry: &Arc<CachedResponse>) -> Lookup {
+        match self.cache.get(key) {
+            Some(v) if v.entries.iter().any(|e| Arc::ptr_eq(e, entry)) => {
+                Lookup::Found(entry.clone())
+            }
+            Some(_) => Lookup::VaryMiss,
+            None => Lookup::Miss,
+        }
+    }
+
     /// Stores `entry` as the newest variant of `key`, replacing any variant selected by the
-    /// same request header values. Returns false when the object is too large to keep.
+    /// same request header values. Returns false when the object is too large to keep, or
+    /// its body is on the disk tier only.
     pub fn store(&self, key: &CacheKey, entry: Arc<CachedResponse>) -> bool {
-        if entry.body.len() > self.max_object_size {
+        if entry.body.len() > self.max_object_size || !entry.body_in_memory() {
             return false;
         }
         self.cache.entry(key.clone()).and_compute_with(|existing| {

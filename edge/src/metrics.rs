@@ -8,7 +8,13 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
 use crate::cache_status::CacheState;
+use crate::disk::{DiskStats, DiskTier};
 use crate::memory::MemoryTier;
 
 type Labels = Vec<(&'static str, &'static str)>;
@@ -37,7 +43,7 @@ pub enum FetchOutcome {
 }
 
 impl Metrics {
-    pub fn new(pop: &str) -> Self {
+    pub fn new(pop: &str, disk: Option<&DiskTier>) -> Self {
         let mut registry = Registry::with_labels(
             [(
                 std::borrow::Cow::Borrowed("pop"),
@@ -89,6 +95,9 @@ impl Metrics {
             "URLs held by the memory tier",
             memory_entries.clone(),
         );
+        if let Some(disk) = disk {
+            registry.register_collector(Box::new(DiskCollector(disk.clone())));
+        }
         Self {
             registry,
             requests,
@@ -133,7 +142,7 @@ impl Metrics {
     }
 
     /// The `/stats` document.
-    pub fn stats(&self, pop: &str, memory: &MemoryTier) -> Stats {
+    pub fn stats(&self, pop: &str, memory: &MemoryTier, disk: Option<&DiskTier>) -> Stats {
         let requests: Vec<(&'static str, u64)> = CacheState::ALL
             .iter()
             .map(|s| (s.as_str(), self.requests[s.index()].get()))
@@ -159,6 +168,7 @@ impl Metrics {
                 entries: memory.entry_count(),
                 bytes: memory.weighted_size(),
             },
+            disk: disk.map(DiskTier::stats),
         }
     }
 }
@@ -172,10 +182,69 @@ pub struct Stats {
     pub origin_fetches: u64,
     pub collapsed_requests: u64,
     pub memory: TierStats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskStats>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct TierStats {
     pub entries: u64,
     pub bytes: u64,
+}
+
+/// Disk-tier figures, read from the tier at each scrape.
+#[derive(Debug)]
+struct DiskCollector(DiskTier);
+
+impl Collector for DiskCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.0.stats();
+        for (name, help, value) in [
+            (
+                "edgecache_disk_bytes",
+                "Bytes held by the disk tier",
+                s.bytes,
+            ),
+            (
+                "edgecache_disk_entries",
+                "Responses held by the disk tier",
+                s.entries,
+            ),
+        ] {
+            let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        for (name, help, value) in [
+            (
+                "edgecache_disk_evictions",
+                "Disk-tier entries evicted or refused admission",
+                s.evictions,
+            ),
+            (
+                "edgecache_disk_corrupt",
+                "Corrupt or truncated disk-tier entries dropped",
+                s.corrupt_dropped,
+            ),
+            (
+                "edgecache_disk_read_bytes",
+                "Body bytes read from the disk tier",
+                s.read_bytes,
+            ),
+            (
+                "edgecache_disk_write_bytes",
+                "Body bytes written to the disk tier",
+                s.write_bytes,
+            ),
+        ] {
+            let c = ConstCounter::new(value);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for DiskTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DiskTier")
+    }
 }

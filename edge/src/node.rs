@@ -3,6 +3,7 @@
 
 use crate::coalesce::Coalescer;
 use crate::config::EdgeConfig;
+use crate::disk::DiskTier;
 use crate::error::EdgeError;
 use crate::key::KeyRules;
 use crate::memory::MemoryTier;
@@ -18,6 +19,7 @@ pub struct Edge {
     pub(crate) policy: PolicyConfig,
     pub(crate) key_rules: KeyRules,
     pub(crate) memory: MemoryTier,
+    pub(crate) disk: Option<DiskTier>,
     pub(crate) coalescer: Coalescer,
     pub(crate) upstream: Upstream,
     pub(crate) metrics: Metrics,
@@ -27,6 +29,10 @@ impl Edge {
     pub fn new(config: &EdgeConfig) -> Result<Self, EdgeError> {
         config.validate()?;
         let max_object = usize::try_from(config.memory.max_object_size.0).unwrap_or(usize::MAX);
+        let disk = match &config.disk.dir {
+            Some(dir) => Some(DiskTier::open(dir, config.disk.size.0)?),
+            None => None,
+        };
         Ok(Self {
             pop: config.pop.clone(),
             status_name: format!("edgecache-{}", config.pop),
@@ -37,9 +43,10 @@ impl Edge {
             },
             key_rules: KeyRules::new(config.cache.ignored_query_params.iter().cloned()),
             memory: MemoryTier::new(config.memory.size.0, max_object),
+            metrics: Metrics::new(&config.pop, disk.as_ref()),
+            disk,
             coalescer: Coalescer::default(),
             upstream: Upstream::new(config)?,
-            metrics: Metrics::new(&config.pop),
         })
     }
 

@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 use crate::cache_control::CacheControl;
 use crate::cache_status::{CACHE_STATUS, CacheState, CacheStatus, Fwd};
 use crate::coalesce::{FetchedHead, Outcome};
+use crate::disk::DiskLookup;
 use crate::entry::{CachedResponse, strip_hop_by_hop};
 use crate::error::UpstreamError;
 use crate::fetch::FetchRequest;
@@ -60,10 +61,12 @@ impl Edge {
         let now = SystemTime::now();
         let key = self.key_of(parts);
         let req_cc = CacheControl::for_request(&parts.headers);
-        let (stale, fwd) = match self.memory.lookup(&key, &parts.headers) {
+        let (found, tier) = self.lookup(&key, &parts.headers).await;
+        let (stale, fwd) = match found {
             Lookup::Found(entry) => match entry.freshness.usability(&req_cc, now) {
                 Usability::Fresh => {
-                    let status = CacheStatus::hit(entry.freshness.ttl(now));
+                    let mut status = CacheStatus::hit(entry.freshness.ttl(now));
+                    status.detail = Some(tier);
                     return (
                         self.answer_from(&entry, parts, status, now),
                         CacheState::Hit,
@@ -74,8 +77,7 @@ impl Edge {
                         self.revalidate_in_background(&key, parts, &entry, peer);
                     }
                     let mut status = CacheStatus::hit(entry.freshness.ttl(now));
-                    status.fwd = None;
-                    status.detail = Some("stale");
+                    status.detail = Some(tier);
                     return (
                         self.answer_from(&entry, parts, status, now),
                         CacheState::StaleHit,
@@ -258,15 +260,38 @@ impl Edge {
                     detail: head.not_storable.map(|n| n.as_str()),
                     ..CacheStatus::default()
                 };
-                // A range of an object being stored is cut from the stored copy once complete.
-                if parts.headers.contains_key(RANGE)
-                    && head.shareable()
+                // A single range of a response of known length streams as the body arrives;
+                // several ranges are cut from the stored copy once it is complete.
+                if head.shareable()
                     && head.status == StatusCode::OK
+                    && parts.method == Method::GET
+                    && let Some(range) = parts.headers.get(RANGE).and_then(|v| v.to_str().ok())
                 {
-                    inflight.wait_end().await;
-                    if let Lookup::Found(entry) = self.memory.lookup(&key, &parts.headers) {
-                        status.ttl = Some(entry.freshness.ttl(now));
-                        return (self.answer_from(&entry, parts, status, now), state);
+                    let length = head
+                        .headers
+                        .get(http::header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok());
+                    match length.map(|len| respond::plan_range(range, len)) {
+                        Some(respond::RangePlan::Single(start, end)) => {
+                            let len = length.unwrap_or(0);
+                            let age = head.freshness.age(now);
+                            let value =
+                                status.render(&self.status_name, head.headers.get(CACHE_STATUS));
+                            let body = Body::from_stream(inflight.clone().body_range(start, end));
+                            let resp =
+                                respond::partial(&head.headers, body, start, end, len, age, value);
+                            return (resp, state);
+                        }
+                        _ => {
+                            inflight.wait_end().await;
+                            if let (Lookup::Found(entry), _) =
+                                self.lookup(&key, &parts.headers).await
+                            {
+                                status.ttl = Some(entry.freshness.ttl(now));
+                                return (self.answer_from(&entry, parts, status, now), state);
+                            }
+                        }
                     }
                 }
                 let age = head.freshness.age(now);
@@ -412,13 +437,46 @@ impl Edge {
         now: SystemTime,
     ) -> Response<Body> {
         let value = status.render(&self.status_name, entry.headers.get(CACHE_STATUS));
-        respond::from_entry(
-            entry,
-            &parts.method,
-            &parts.headers,
-            entry.freshness.age(now),
-            value,
-        )
+        let age = entry.freshness.age(now);
+        match &self.disk {
+            Some(disk) if !entry.body_in_memory() => {
+                respond::from_disk(entry, disk, &parts.method, &parts.headers, age, value)
+            }
+            _ => respond::from_entry(entry, &parts.method, &parts.headers, age, value),
+        }
+    }
+
+    /// Looks `key` up in memory, then on disk. A disk entry small enough for memory is read,
+    /// verified and promoted (the memory tier's admission policy has the last word); a
+    /// larger one stays on disk and is streamed from there. Returns the tier that answered.
+    async fn lookup(&self, key: &CacheKey, headers: &HeaderMap) -> (Lookup, &'static str) {
+        let in_memory = self.memory.lookup(key, headers);
+        let Some(disk) = &self.disk else {
+            return (in_memory, "memory");
+        };
+        if matches!(in_memory, Lookup::Found(_)) {
+            return (in_memory, "memory");
+        }
+        match disk.lookup(key, headers) {
+            DiskLookup::Found(entry) => {
+                if entry.body_len() > self.memory.max_object_size() as u64 {
+                    return (Lookup::Found(entry), "disk");
+                }
+                match disk.read_all(&entry).await {
+                    Ok(body) => {
+                        let mut promoted = (*entry).clone();
+                        promoted.body = body;
+                        let promoted = Arc::new(promoted);
+                        self.memory.store(key, promoted.clone());
+                        (Lookup::Found(promoted), "disk")
+                    }
+                    // Dropped by the tier (and counted); fetch a fresh copy.
+                    Err(_) => (Lookup::Miss, "disk"),
+                }
+            }
+            DiskLookup::VaryMiss => (Lookup::VaryMiss, "disk"),
+            DiskLookup::Miss => (in_memory, "memory"),
+        }
     }
 
     /// Forwards a request the cache does not answer (any method but GET and HEAD), and
@@ -470,7 +528,7 @@ impl Edge {
     /// Drops the target URI and the same-origin `Location` / `Content-Location` URIs.
     fn invalidate_after_write(&self, parts: &Parts, resp_headers: &HeaderMap) {
         let key = self.key_of(parts);
-        self.memory.invalidate(&key);
+        self.invalidate(&key);
         for name in [LOCATION, CONTENT_LOCATION] {
             let Some(target) = resp_headers.get(&name).and_then(|v| v.to_str().ok()) else {
                 continue;
@@ -486,8 +544,7 @@ impl Edge {
             };
             if same_origin && uri.path().starts_with('/') {
                 let host = key.origin().split_once("://").map_or("", |(_, h)| h);
-                self.memory
-                    .invalidate(&CacheKey::new("http", host, &uri, &self.key_rules));
+                self.invalidate(&CacheKey::new("http", host, &uri, &self.key_rules));
             }
         }
     }
@@ -547,6 +604,14 @@ impl Edge {
         self.metrics
             .fetch(crate::metrics::FetchOutcome::Failed, 0.0);
         warn!(path, error = %err, "origin fetch failed");
+    }
+
+    /// Drops every variant of `key` from both tiers.
+    pub(crate) fn invalidate(&self, key: &CacheKey) {
+        self.memory.invalidate(key);
+        if let Some(disk) = &self.disk {
+            disk.invalidate(key);
+        }
     }
 
     fn key_of(&self, parts: &Parts) -> CacheKey {

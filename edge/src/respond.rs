@@ -13,6 +13,7 @@ use http::header::{
 use http::{HeaderMap, Method, Response, StatusCode};
 
 use crate::cache_status::CACHE_STATUS;
+use crate::disk::DiskTier;
 use crate::entry::CachedResponse;
 use crate::policy::header_date;
 
@@ -115,13 +116,37 @@ fn split_etags(list: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Answers a GET or HEAD from a stored response.
+/// Answers a GET or HEAD from a stored response whose body is in memory.
 pub fn from_entry(
     entry: &CachedResponse,
     method: &Method,
     req: &HeaderMap,
     age: u64,
     cache_status: HeaderValue,
+) -> Response<Body> {
+    answer(entry, method, req, age, cache_status, None)
+}
+
+/// Answers a GET or HEAD from a stored response whose body is on the disk tier: only the
+/// bytes asked for are read, streamed and verified block by block.
+pub fn from_disk(
+    entry: &CachedResponse,
+    disk: &DiskTier,
+    method: &Method,
+    req: &HeaderMap,
+    age: u64,
+    cache_status: HeaderValue,
+) -> Response<Body> {
+    answer(entry, method, req, age, cache_status, Some(disk))
+}
+
+fn answer(
+    entry: &CachedResponse,
+    method: &Method,
+    req: &HeaderMap,
+    age: u64,
+    cache_status: HeaderValue,
+    disk: Option<&DiskTier>,
 ) -> Response<Body> {
     if entry.status.is_success() {
         match evaluate_preconditions(req, &entry.headers, entry.stored_at) {
@@ -138,14 +163,15 @@ pub fn from_entry(
         && method == Method::GET
         && let Some(range) = req.get(RANGE).and_then(|v| v.to_str().ok())
         && if_range_allows(req, &entry.headers)
-        && let Some(resp) = ranged(entry, range, age, &cache_status)
+        && let Some(resp) = ranged(entry, range, age, &cache_status, disk)
     {
         return resp;
     }
-    let body = if method == Method::HEAD {
-        Body::empty()
-    } else {
-        Body::from(entry.body.clone())
+    let len = entry.body_len();
+    let body = match disk {
+        _ if method == Method::HEAD || len == 0 => Body::empty(),
+        Some(d) => Body::from_stream(d.stream(entry, 0, len - 1)),
+        None => Body::from(entry.body.clone()),
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = entry.status;
@@ -218,8 +244,9 @@ fn ranged(
     range: &str,
     age: u64,
     cache_status: &HeaderValue,
+    disk: Option<&DiskTier>,
 ) -> Option<Response<Body>> {
-    let len = entry.body.len() as u64;
+    let len = entry.body_len();
     let parsed = http_range_header::parse_range_header(range).ok()?;
     let ranges = match parsed.validate(len) {
         Ok(r) if !r.is_empty() => r,
@@ -234,6 +261,22 @@ fn ranged(
         Err(_) => return None,
     };
     let mut headers = entry.headers.clone();
+    if let (Some(d), [r]) = (disk, ranges.as_slice()) {
+        headers.insert(
+            CONTENT_RANGE,
+            header_value(format!("bytes {}-{}/{len}", r.start(), r.end())),
+        );
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(r.end() - r.start() + 1));
+        let mut resp = Response::new(Body::from_stream(d.stream(entry, *r.start(), *r.end())));
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        *resp.headers_mut() = headers;
+        stamp(resp.headers_mut(), age, cache_status.clone());
+        return Some(resp);
+    }
+    if disk.is_some() {
+        // Several ranges of a body on disk: the whole representation is a valid answer.
+        return None;
+    }
     let body = if let [r] = ranges.as_slice() {
         headers.insert(
             CONTENT_RANGE,
@@ -255,6 +298,55 @@ fn ranged(
     *resp.headers_mut() = headers;
     stamp(resp.headers_mut(), age, cache_status.clone());
     Some(resp)
+}
+
+/// What a `Range` header asks of a representation of `len` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangePlan {
+    /// One satisfiable range, inclusive.
+    Single(u64, u64),
+    /// Nothing satisfiable: 416.
+    Unsatisfiable,
+    /// Several ranges, or a header to ignore.
+    Other,
+}
+
+pub fn plan_range(range: &str, len: u64) -> RangePlan {
+    let Ok(parsed) = http_range_header::parse_range_header(range) else {
+        return RangePlan::Other;
+    };
+    match parsed.validate(len) {
+        Ok(r) => match r.as_slice() {
+            [one] => RangePlan::Single(*one.start(), *one.end()),
+            [] => RangePlan::Unsatisfiable,
+            _ => RangePlan::Other,
+        },
+        Err(http_range_header::RangeUnsatisfiableError::Unsatisfiable) => RangePlan::Unsatisfiable,
+        Err(_) => RangePlan::Other,
+    }
+}
+
+/// A 206 for bytes `start..=end` of a `len`-byte representation, body supplied.
+pub fn partial(
+    headers: &HeaderMap,
+    body: Body,
+    start: u64,
+    end: u64,
+    len: u64,
+    age: u64,
+    cache_status: HeaderValue,
+) -> Response<Body> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+    let h = resp.headers_mut();
+    *h = headers.clone();
+    h.insert(
+        CONTENT_RANGE,
+        header_value(format!("bytes {start}-{end}/{len}")),
+    );
+    h.insert(CONTENT_LENGTH, HeaderValue::from(end - start + 1));
+    stamp(h, age, cache_status);
+    resp
 }
 
 fn copy_validators(from: &HeaderMap, to: &mut HeaderMap) {

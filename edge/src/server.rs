@@ -56,6 +56,9 @@ pub async fn run(
     });
     let result = served.await;
     let _ = stop_tx.send(true);
+    if let Some(disk) = &edge.disk {
+        disk.flush();
+    }
     if let Some(task) = admin_task {
         let _ = task.await;
     }

@@ -1,0 +1,547 @@
+//! The disk tier: response metadata in a sled index, bodies in their own files, bounded in
+//! bytes by a frequency- and recency-aware policy (moka's TinyLFU), surviving restarts.
+//!
+//! Layout of the tier directory:
+//! - `FORMAT`: the on-disk format; a directory written by another format is reset.
+//! - `index/`: sled, tree `records` (record key → [`meta::Record`] JSON) and tree `sizes`
+//!   (record key → file id and weight, all the start-up scan needs).
+//! - `bodies/xx/<id>`: body files; `tmp/`: bodies being written.
+
+pub mod body;
+pub mod meta;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http::HeaderMap;
+use moka::notification::RemovalCause;
+use moka::sync::Cache;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::entry::{CachedResponse, DiskRef};
+use crate::error::EdgeError;
+use crate::key::CacheKey;
+use body::{BodyWriter, ReadError};
+use meta::Record;
+
+const FORMAT: &str = "edgecache-disk 1\n";
+
+/// What a disk lookup found.
+#[derive(Debug)]
+pub enum DiskLookup {
+    Found(Arc<CachedResponse>),
+    VaryMiss,
+    Miss,
+}
+
+/// Policy slot of one record: which file it names and what it weighs.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    file: u64,
+    weight: u32,
+}
+
+#[derive(Default)]
+struct Counters {
+    evictions: AtomicU64,
+    corrupt: AtomicU64,
+    read_bytes: AtomicU64,
+    write_bytes: AtomicU64,
+}
+
+struct Inner {
+    dir: PathBuf,
+    db: sled::Db,
+    records: sled::Tree,
+    sizes: sled::Tree,
+    policy: Cache<Arc<[u8]>, Slot>,
+    capacity: u64,
+    counters: Arc<Counters>,
+    loaded: AtomicBool,
+}
+
+/// The disk tier. Cheap to clone.
+#[derive(Clone)]
+pub struct DiskTier {
+    inner: Arc<Inner>,
+}
+
+/// `/stats` view of the disk tier.
+#[derive(Debug, Serialize)]
+pub struct DiskStats {
+    pub entries: u64,
+    pub bytes: u64,
+    pub capacity: u64,
+    pub index_loaded: bool,
+    pub evictions: u64,
+    pub corrupt_dropped: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+}
+
+impl DiskTier {
+    /// Opens (or creates) the tier in `dir`. Returns at once: the scan that feeds the
+    /// eviction policy runs on its own thread, and lookups work from the first moment.
+    pub fn open(dir: &Path, capacity: u64) -> Result<Self, EdgeError> {
+        let io = |context: String| move |source| EdgeError::Io { context, source };
+        std::fs::create_dir_all(dir).map_err(io(format!("edge.disk.dir {}", dir.display())))?;
+        prepare_layout(dir).map_err(io(format!("edge.disk.dir {}", dir.display())))?;
+        let db = match sled::Config::new().path(dir.join("index")).open() {
+            Ok(db) => db,
+            Err(e) => {
+                warn!(dir = %dir.display(), error = %e, "disk index unreadable; resetting the tier");
+                reset(dir).map_err(io(format!("edge.disk.dir {}", dir.display())))?;
+                sled::Config::new()
+                    .path(dir.join("index"))
+                    .open()
+                    .map_err(|e| {
+                        EdgeError::Config(format!("edge.disk.dir: cannot open index: {e}"))
+                    })?
+            }
+        };
+        let tree = |name: &str| {
+            db.open_tree(name)
+                .map_err(|e| EdgeError::Config(format!("edge.disk.dir: cannot open index: {e}")))
+        };
+        let records = tree("records")?;
+        let sizes = tree("sizes")?;
+        let counters = Arc::new(Counters::default());
+        let policy = {
+            let records = records.clone();
+            let sizes = sizes.clone();
+            let dir = dir.to_path_buf();
+            let counters = counters.clone();
+            Cache::builder()
+                .max_capacity(capacity)
+                .weigher(|_: &Arc<[u8]>, slot: &Slot| slot.weight)
+                .eviction_listener(move |key: Arc<Arc<[u8]>>, slot: Slot, cause| {
+                    match cause {
+                        // A newer body replaced this one under the same record.
+                        RemovalCause::Replaced => remove_file(&dir, slot.file),
+                        RemovalCause::Size | RemovalCause::Explicit | RemovalCause::Expired => {
+                            if cause == RemovalCause::Size {
+                                counters.evictions.fetch_add(1, Ordering::Relaxed);
+                            }
+                            remove_record(&records, &sizes, &key, slot.file);
+                            remove_file(&dir, slot.file);
+                        }
+                    }
+                })
+                .build()
+        };
+        let tier = Self {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                db,
+                records,
+                sizes,
+                policy,
+                capacity,
+                counters,
+                loaded: AtomicBool::new(false),
+            }),
+        };
+        let scan = tier.clone();
+        std::thread::Builder::new()
+            .name("disk-index-scan".into())
+            .spawn(move || scan.scan())
+            .map_err(io("starting the disk index scan".into()))?;
+        Ok(tier)
+    }
+
+    /// Feeds every record's size to the eviction policy and removes what the index no
+    /// longer names (records without files are found lazily, on read).
+    fn scan(&self) {
+        let started = std::time::Instant::now();
+        let mut count = 0u64;
+        for item in self.inner.sizes.iter() {
+            let Ok((key, value)) = item else { continue };
+            let Some(slot) = decode_slot(&value) else {
+                let _ = self.inner.sizes.remove(&key);
+                continue;
+            };
+            let key: Arc<[u8]> = Arc::from(&key[..]);
+            if !self.inner.policy.contains_key(&key) {
+                self.inner.policy.insert(key, slot);
+            }
+            count += 1;
+        }
+        self.inner.policy.run_pending_tasks();
+        self.inner.loaded.store(true, Ordering::Release);
+        info!(
+            entries = count,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "disk index loaded"
+        );
+    }
+
+    /// The record key: the cache key, a NUL, then the variant's request header values.
+    pub fn record_key(key: &CacheKey, vary: &[(http::HeaderName, Option<String>)]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(key.as_str().len() + 1 + vary.len() * 24);
+        out.extend_from_slice(key.as_str().as_bytes());
+        out.push(0);
+        for (name, value) in vary {
+            out.extend_from_slice(name.as_str().as_bytes());
+            match value {
+                Some(v) => {
+                    out.push(b'=');
+                    out.extend_from_slice(v.as_bytes());
+                }
+                None => out.push(b'!'),
+            }
+            out.push(0x1f);
+        }
+        out
+    }
+
+    fn prefix(key: &CacheKey) -> Vec<u8> {
+        let mut p = key.as_str().as_bytes().to_vec();
+        p.push(0);
+        p
+    }
+
+    /// Finds the stored variant of `key` matching `request_headers`. The body stays on
+    /// disk: read it with [`Self::read_all`] or [`Self::stream`].
+    pub fn lookup(&self, key: &CacheKey, request_headers: &HeaderMap) -> DiskLookup {
+        let mut any = false;
+        for item in self.inner.records.scan_prefix(Self::prefix(key)) {
+            let Ok((rkey, value)) = item else { continue };
+            let rkey: Arc<[u8]> = Arc::from(&rkey[..]);
+            let entry = serde_json::from_slice::<Record>(&value)
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.into_entry(rkey.clone()));
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    warn!(key = %key, error = %e, "unreadable disk record dropped");
+                    self.inner.counters.corrupt.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.inner.records.remove(&rkey);
+                    let _ = self.inner.sizes.remove(&rkey);
+                    continue;
+                }
+            };
+            any = true;
+            if entry.matches(request_headers) {
+                self.touch(&rkey, &entry);
+                return DiskLookup::Found(Arc::new(entry));
+            }
+        }
+        if any {
+            DiskLookup::VaryMiss
+        } else {
+            DiskLookup::Miss
+        }
+    }
+
+    /// Records a use with the policy (inserting records the start-up scan has not reached).
+    fn touch(&self, rkey: &Arc<[u8]>, entry: &CachedResponse) {
+        if self.inner.policy.get(rkey).is_none()
+            && let Some(d) = &entry.disk
+        {
+            self.inner
+                .policy
+                .insert(rkey.clone(), slot_of(d.file, d.len));
+        }
+    }
+
+    /// Starts a body file.
+    pub fn writer(&self) -> std::io::Result<BodyWriter> {
+        let id = self.inner.db.generate_id().map_err(std::io::Error::other)?;
+        BodyWriter::create(&self.inner.dir.join("tmp"), id)
+    }
+
+    /// Whether a body of `len` bytes can be kept at all.
+    pub fn fits(&self, len: u64) -> bool {
+        len <= self.inner.capacity
+    }
+
+    /// Makes a finished body durable and indexes `entry` for it. Blocking: call from a
+    /// blocking thread. Returns the entry with its `disk` reference set.
+    pub fn commit(
+        &self,
+        key: &CacheKey,
+        entry: &CachedResponse,
+        writer: BodyWriter,
+    ) -> std::io::Result<CachedResponse> {
+        let body = writer.finish()?;
+        if !self.fits(body.len) {
+            let _ = std::fs::remove_file(&body.tmp);
+            return Err(std::io::Error::other("body larger than the disk tier"));
+        }
+        let final_path = body_path(&self.inner.dir, body.id);
+        if let Some(parent) = final_path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(&body.tmp, &final_path)?;
+        let rkey: Arc<[u8]> = Self::record_key(key, &entry.vary).into();
+        let record = Record::from_entry(entry, body.id, body.len, &body.crcs);
+        let json = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
+        self.inner
+            .records
+            .insert(&rkey[..], json)
+            .map_err(std::io::Error::other)?;
+        self.inner
+            .sizes
+            .insert(&rkey[..], &encode_slot(slot_of(body.id, body.len))[..])
+            .map_err(std::io::Error::other)?;
+        // A crash now still leaves the whole object or none: sled's log is synced here.
+        self.inner.db.flush().map_err(std::io::Error::other)?;
+        self.inner
+            .counters
+            .write_bytes
+            .fetch_add(body.len, Ordering::Relaxed);
+        self.inner
+            .policy
+            .insert(rkey.clone(), slot_of(body.id, body.len));
+        let mut stored = entry.clone();
+        stored.disk = Some(DiskRef {
+            record: rkey,
+            file: body.id,
+            len: body.len,
+            crcs: body.crcs.into(),
+        });
+        Ok(stored)
+    }
+
+    /// Writes a whole in-memory body and indexes it. Blocking.
+    pub fn store_whole(
+        &self,
+        key: &CacheKey,
+        entry: &CachedResponse,
+    ) -> std::io::Result<CachedResponse> {
+        let mut w = self.writer()?;
+        if let Err(e) = w.write(&entry.body) {
+            w.abandon();
+            return Err(e);
+        }
+        let mut stored = self.commit(key, entry, w)?;
+        stored.body = entry.body.clone();
+        Ok(stored)
+    }
+
+    /// Rewrites the metadata of a stored entry (after a 304 refreshed it). Blocking.
+    pub fn update(&self, entry: &CachedResponse) -> std::io::Result<()> {
+        let Some(d) = &entry.disk else { return Ok(()) };
+        // Only if the record still names this body: a newer one may have replaced it.
+        let current = self.inner.sizes.get(&d.record[..]).ok().flatten();
+        if current.as_deref().and_then(decode_slot).map(|s| s.file) != Some(d.file) {
+            return Ok(());
+        }
+        let record = Record::from_entry(entry, d.file, d.len, &d.crcs);
+        let json = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
+        self.inner
+            .records
+            .insert(&d.record[..], json)
+            .map_err(std::io::Error::other)?;
+        Ok(())
+    }
+
+    /// Reads and verifies a whole body.
+    pub async fn read_all(&self, entry: &CachedResponse) -> Result<Bytes, ReadError> {
+        let Some(d) = entry.disk.clone() else {
+            return Ok(entry.body.clone());
+        };
+        let tier = self.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let file = body::open_checked(&body_path(&tier.inner.dir, d.file), d.len)?;
+            let mut out = Vec::with_capacity(usize::try_from(d.len).unwrap_or(0));
+            if d.len > 0 {
+                body::read_range(&file, d.len, &d.crcs, 0, d.len - 1, |b| {
+                    out.extend_from_slice(&b);
+                    true
+                })?;
+            }
+            Ok::<_, ReadError>(Bytes::from(out))
+        })
+        .await
+        .unwrap_or_else(|e| Err(ReadError::Io(std::io::Error::other(e))));
+        match &result {
+            Ok(b) => {
+                self.inner
+                    .counters
+                    .read_bytes
+                    .fetch_add(b.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => self.on_read_error(entry, e),
+        }
+        result
+    }
+
+    /// Streams bytes `start..=end` of a stored body, each block verified before it is sent.
+    /// A damaged block ends the stream with an error (the client sees a broken response,
+    /// never corrupt bytes) and drops the entry.
+    pub fn stream(
+        &self,
+        entry: &CachedResponse,
+        start: u64,
+        end: u64,
+    ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        let tier = self.clone();
+        let entry = entry.clone();
+        tokio::task::spawn_blocking(move || {
+            let Some(d) = entry.disk.clone() else { return };
+            let result =
+                body::open_checked(&body_path(&tier.inner.dir, d.file), d.len).and_then(|file| {
+                    body::read_range(&file, d.len, &d.crcs, start, end, |block| {
+                        tier.inner
+                            .counters
+                            .read_bytes
+                            .fetch_add(block.len() as u64, Ordering::Relaxed);
+                        tx.blocking_send(Ok(Bytes::from(block))).is_ok()
+                    })
+                });
+            if let Err(e) = result {
+                tier.on_read_error(&entry, &e);
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+        });
+        futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+    }
+
+    fn on_read_error(&self, entry: &CachedResponse, e: &ReadError) {
+        let Some(d) = &entry.disk else { return };
+        if e.is_corruption() {
+            self.inner.counters.corrupt.fetch_add(1, Ordering::Relaxed);
+            warn!(file = d.file, error = %e, "corrupt disk entry dropped");
+            self.drop_record(&d.record, d.file);
+        } else {
+            warn!(file = d.file, error = %e, "disk read failed");
+        }
+    }
+
+    fn drop_record(&self, rkey: &Arc<[u8]>, file: u64) {
+        remove_record(&self.inner.records, &self.inner.sizes, rkey, file);
+        remove_file(&self.inner.dir, file);
+        if self.inner.policy.get(rkey).is_some_and(|s| s.file == file) {
+            self.inner.policy.invalidate(rkey);
+        }
+    }
+
+    /// Removes every variant of `key`.
+    pub fn invalidate(&self, key: &CacheKey) {
+        for item in self.inner.records.scan_prefix(Self::prefix(key)) {
+            let Ok((rkey, _)) = item else { continue };
+            let rkey: Arc<[u8]> = Arc::from(&rkey[..]);
+            if let Some(slot) = self
+                .inner
+                .sizes
+                .get(&rkey[..])
+                .ok()
+                .flatten()
+                .as_deref()
+                .and_then(decode_slot)
+            {
+                self.drop_record(&rkey, slot.file);
+            } else {
+                let _ = self.inner.records.remove(&rkey[..]);
+            }
+        }
+    }
+
+    /// Syncs the index (at shutdown).
+    pub fn flush(&self) {
+        if let Err(e) = self.inner.db.flush() {
+            warn!(error = %e, "disk index flush failed");
+        }
+    }
+
+    pub fn stats(&self) -> DiskStats {
+        self.inner.policy.run_pending_tasks();
+        let c = &self.inner.counters;
+        DiskStats {
+            entries: self.inner.policy.entry_count(),
+            bytes: self.inner.policy.weighted_size(),
+            capacity: self.inner.capacity,
+            index_loaded: self.inner.loaded.load(Ordering::Acquire),
+            evictions: c.evictions.load(Ordering::Relaxed),
+            corrupt_dropped: c.corrupt.load(Ordering::Relaxed),
+            read_bytes: c.read_bytes.load(Ordering::Relaxed),
+            write_bytes: c.write_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn slot_of(file: u64, len: u64) -> Slot {
+    // Every file costs at least a block on most filesystems.
+    let weight = u32::try_from(len.max(4096)).unwrap_or(u32::MAX);
+    Slot { file, weight }
+}
+
+fn encode_slot(slot: Slot) -> [u8; 12] {
+    let mut out = [0u8; 12];
+    out[..8].copy_from_slice(&slot.file.to_be_bytes());
+    out[8..].copy_from_slice(&slot.weight.to_be_bytes());
+    out
+}
+
+fn decode_slot(bytes: &[u8]) -> Option<Slot> {
+    let file = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    let weight = u32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?);
+    Some(Slot { file, weight })
+}
+
+/// Removes a record, but only while it still names `file`.
+fn remove_record(records: &sled::Tree, sizes: &sled::Tree, rkey: &[u8], file: u64) {
+    let current = sizes.get(rkey).ok().flatten();
+    if current.as_deref().and_then(decode_slot).map(|s| s.file) == Some(file) {
+        let _ = sizes.remove(rkey);
+        let _ = records.remove(rkey);
+    }
+}
+
+fn remove_file(dir: &Path, file: u64) {
+    let _ = std::fs::remove_file(body_path(dir, file));
+}
+
+fn body_path(dir: &Path, file: u64) -> PathBuf {
+    dir.join("bodies")
+        .join(format!("{:02x}", file & 0xff))
+        .join(format!("{file:016x}"))
+}
+
+/// Checks the format marker, resetting a directory written by another format, and clears
+/// bodies left half-written by a crash.
+fn prepare_layout(dir: &Path) -> std::io::Result<()> {
+    let marker = dir.join("FORMAT");
+    match std::fs::read_to_string(&marker) {
+        Ok(found) if found == FORMAT => {}
+        Ok(found) => {
+            warn!(dir = %dir.display(), found = found.trim(), "disk tier written by another format; resetting it");
+            reset(dir)?;
+        }
+        Err(_) => {
+            if std::fs::read_dir(dir)?.next().is_some() {
+                warn!(dir = %dir.display(), "disk tier directory has no format marker; resetting it");
+                reset(dir)?;
+            }
+        }
+    }
+    std::fs::create_dir_all(dir.join("bodies"))?;
+    let tmp = dir.join("tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir_all(&tmp)?;
+    std::fs::write(&marker, FORMAT)?;
+    Ok(())
+}
+
+/// Empties the tier directory.
+fn reset(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    std::fs::write(dir.join("FORMAT"), FORMAT)
+}

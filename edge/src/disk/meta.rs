@@ -1,0 +1,182 @@
+//! The disk tier's index record: a stored response's metadata, serialised as JSON.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::entry::{CachedResponse, DiskRef};
+use crate::policy::Freshness;
+
+/// One stored response, without its body.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Record {
+    pub status: u16,
+    /// Header values are kept byte for byte: each byte becomes the char of the same code.
+    pub headers: Vec<(String, String)>,
+    pub targeted: Vec<(String, String)>,
+    pub vary: Vec<(String, Option<String>)>,
+    pub tags: Vec<String>,
+    pub stored_at_ms: u64,
+    pub freshness: FreshnessRecord,
+    pub file: u64,
+    pub len: u64,
+    pub crcs: Vec<u32>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FreshnessRecord {
+    pub lifetime: u64,
+    pub stale_while_revalidate: u64,
+    pub stale_if_error: u64,
+    pub must_revalidate: bool,
+    pub no_cache: bool,
+    pub corrected_initial_age: u64,
+    pub response_time_ms: u64,
+    pub heuristic: bool,
+}
+
+impl Record {
+    pub fn from_entry(e: &CachedResponse, file: u64, len: u64, crcs: &[u32]) -> Self {
+        let pairs = |it: &mut dyn Iterator<Item = (&HeaderName, &HeaderValue)>| {
+            it.map(|(k, v)| (k.as_str().to_owned(), latin1(v.as_bytes())))
+                .collect::<Vec<_>>()
+        };
+        let f = &e.freshness;
+        Self {
+            status: e.status.as_u16(),
+            headers: pairs(&mut e.headers.iter()),
+            targeted: pairs(&mut e.targeted.iter().map(|(k, v)| (k, v))),
+            vary: e
+                .vary
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.clone()))
+                .collect(),
+            tags: e.tags.clone(),
+            stored_at_ms: unix_ms(e.stored_at),
+            freshness: FreshnessRecord {
+                lifetime: f.lifetime,
+                stale_while_revalidate: f.stale_while_revalidate,
+                stale_if_error: f.stale_if_error,
+                must_revalidate: f.must_revalidate,
+                no_cache: f.no_cache,
+                corrected_initial_age: f.corrected_initial_age,
+                response_time_ms: unix_ms(f.response_time),
+                heuristic: f.heuristic,
+            },
+            file,
+            len,
+            crcs: crcs.to_vec(),
+        }
+    }
+
+    /// The entry this record describes, with an empty body and `disk` set.
+    pub fn into_entry(self, record_key: Arc<[u8]>) -> Result<CachedResponse, String> {
+        let status = StatusCode::from_u16(self.status).map_err(|e| e.to_string())?;
+        let mut headers = HeaderMap::with_capacity(self.headers.len());
+        for (k, v) in &self.headers {
+            let (k, v) = header(k, v)?;
+            headers.append(k, v);
+        }
+        let targeted = self
+            .targeted
+            .iter()
+            .map(|(k, v)| header(k, v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let vary = self
+            .vary
+            .into_iter()
+            .map(|(k, v)| {
+                HeaderName::from_bytes(k.as_bytes())
+                    .map(|k| (k, v))
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let f = self.freshness;
+        Ok(CachedResponse {
+            status,
+            headers,
+            targeted,
+            body: Bytes::new(),
+            freshness: Freshness {
+                lifetime: f.lifetime,
+                stale_while_revalidate: f.stale_while_revalidate,
+                stale_if_error: f.stale_if_error,
+                must_revalidate: f.must_revalidate,
+                no_cache: f.no_cache,
+                corrected_initial_age: f.corrected_initial_age,
+                response_time: from_unix_ms(f.response_time_ms),
+                heuristic: f.heuristic,
+            },
+            vary,
+            tags: self.tags,
+            stored_at: from_unix_ms(self.stored_at_ms),
+            disk: Some(DiskRef {
+                record: record_key,
+                file: self.file,
+                len: self.len,
+                crcs: self.crcs.into(),
+            }),
+        })
+    }
+}
+
+fn header(k: &str, v: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?;
+    let bytes: Vec<u8> = v
+        .chars()
+        .map(|c| u8::try_from(u32::from(c)).map_err(|_| format!("header {k}: not a byte")))
+        .collect::<Result<_, _>>()?;
+    let value = HeaderValue::from_bytes(&bytes).map_err(|e| e.to_string())?;
+    Ok((name, value))
+}
+
+fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| char::from(b)).collect()
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn from_unix_ms(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PolicyConfig;
+
+    #[test]
+    fn round_trips_an_entry_byte_for_byte() {
+        let mut h = HeaderMap::new();
+        h.insert("cache-control", HeaderValue::from_static("max-age=60"));
+        h.insert("etag", HeaderValue::from_bytes(b"\"abc\xfc\"").unwrap());
+        h.insert("vary", HeaderValue::from_static("accept-encoding"));
+        h.insert(
+            "edgecache-cache-control",
+            HeaderValue::from_static("max-age=90"),
+        );
+        let mut req = HeaderMap::new();
+        req.insert("accept-encoding", HeaderValue::from_static("br"));
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let e =
+            CachedResponse::describe(StatusCode::OK, &h, 5, &req, t, t, &PolicyConfig::default());
+        let rec = Record::from_entry(&e, 7, 5, &[1, 2]);
+        let json = serde_json::to_vec(&rec).unwrap();
+        let back: Record = serde_json::from_slice(&json).unwrap();
+        let e2 = back.into_entry(Arc::from(&b"k"[..])).unwrap();
+        assert_eq!(e2.headers, e.headers);
+        assert_eq!(e2.targeted, e.targeted);
+        assert_eq!(e2.vary, e.vary);
+        assert_eq!(e2.freshness, e.freshness);
+        assert_eq!(e2.stored_at, e.stored_at);
+        let d = e2.disk.unwrap();
+        assert_eq!((d.file, d.len, &d.crcs[..]), (7, 5, &[1u32, 2][..]));
+    }
+}
