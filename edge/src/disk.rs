@@ -62,7 +62,16 @@ struct Inner {
     capacity: u64,
     counters: Arc<Counters>,
     loaded: AtomicBool,
+    /// Body files whose every block was verified (or written) by this process, as they
+    /// were then. A file read back unchanged is not checksummed again: the page cache
+    /// serves what was verified, and any change to the file changes its stamp.
+    verified: Cache<u64, body::Stamp>,
+    /// Reads so far; one in [`RECHECK_EVERY`] is verified even when trusted, so damage
+    /// under an unchanged file (bit rot after the page cache let go) is still found.
+    reads: AtomicU64,
 }
+
+const RECHECK_EVERY: u64 = 64;
 
 /// The disk tier. Cheap to clone.
 #[derive(Clone)]
@@ -143,6 +152,8 @@ impl DiskTier {
                 capacity,
                 counters,
                 loaded: AtomicBool::new(false),
+                verified: Cache::new(1 << 20),
+                reads: AtomicU64::new(0),
             }),
         };
         let scan = tier.clone();
@@ -157,6 +168,9 @@ impl DiskTier {
     /// longer names (records without files are found lazily, on read).
     fn scan(&self) {
         let started = std::time::Instant::now();
+        // Files committed from now on get larger ids: the orphan sweep leaves them alone.
+        let horizon = self.inner.db.generate_id().unwrap_or(0);
+        let mut known: std::collections::HashSet<u64> = std::collections::HashSet::new();
         let mut count = 0u64;
         for item in self.inner.sizes.iter() {
             let Ok((key, value)) = item else { continue };
@@ -165,6 +179,7 @@ impl DiskTier {
                 continue;
             };
             let key: Arc<[u8]> = Arc::from(&key[..]);
+            known.insert(slot.file);
             if !self.inner.policy.contains_key(&key) {
                 self.inner.policy.insert(key, slot);
             }
@@ -177,6 +192,46 @@ impl DiskTier {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "disk index loaded"
         );
+        let swept = self.sweep_orphans(&known, horizon);
+        if swept > 0 {
+            info!(files = swept, "removed body files no index record names");
+        }
+    }
+
+    /// Removes body files older than `horizon` that no record names: left by a crash
+    /// between a body's rename and its index write.
+    fn sweep_orphans(&self, known: &std::collections::HashSet<u64>, horizon: u64) -> u64 {
+        let mut swept = 0;
+        let Ok(shards) = std::fs::read_dir(self.inner.dir.join("bodies")) else {
+            return 0;
+        };
+        for shard in shards.flatten() {
+            let Ok(files) = std::fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let name = file.file_name();
+                let Some(id) = name.to_str().and_then(|n| u64::from_str_radix(n, 16).ok()) else {
+                    continue;
+                };
+                // A body committed while the scan ran may be named by a record the scan has
+                // already passed: only files untouched for a minute count as orphans.
+                let settled = file
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > std::time::Duration::from_secs(60));
+                if id < horizon
+                    && settled
+                    && !known.contains(&id)
+                    && std::fs::remove_file(file.path()).is_ok()
+                {
+                    swept += 1;
+                }
+            }
+        }
+        swept
     }
 
     /// The record key: the cache key, a NUL, then the variant's request header values.
@@ -267,7 +322,17 @@ impl DiskTier {
         entry: &CachedResponse,
         writer: BodyWriter,
     ) -> std::io::Result<CachedResponse> {
-        let body = writer.finish()?;
+        self.commit_with(key, entry, writer, true)
+    }
+
+    fn commit_with(
+        &self,
+        key: &CacheKey,
+        entry: &CachedResponse,
+        writer: BodyWriter,
+        durable: bool,
+    ) -> std::io::Result<CachedResponse> {
+        let body = writer.finish(durable)?;
         if !self.fits(body.len) {
             let _ = std::fs::remove_file(&body.tmp);
             return Err(std::io::Error::other("body larger than the disk tier"));
@@ -277,6 +342,9 @@ impl DiskTier {
             std::fs::create_dir_all(parent)?;
         }
         std::fs::rename(&body.tmp, &final_path)?;
+        if let Ok(meta) = std::fs::metadata(&final_path) {
+            self.inner.verified.insert(body.id, body::Stamp::of(&meta));
+        }
         let rkey: Arc<[u8]> = Self::record_key(key, &entry.vary).into();
         let record = Record::from_entry(entry, body.id, body.len, &body.crcs);
         let json = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
@@ -289,7 +357,9 @@ impl DiskTier {
             .insert(&rkey[..], &encode_slot(slot_of(body.id, body.len))[..])
             .map_err(std::io::Error::other)?;
         // A crash now still leaves the whole object or none: sled's log is synced here.
-        self.inner.db.flush().map_err(std::io::Error::other)?;
+        if durable {
+            self.inner.db.flush().map_err(std::io::Error::other)?;
+        }
         self.inner
             .counters
             .write_bytes
@@ -307,18 +377,37 @@ impl DiskTier {
         Ok(stored)
     }
 
+    /// Like [`Self::store_whole`] without syncing file or index: for bulk loads (benchmarks,
+    /// warming) where a crash may lose the batch.
+    pub fn store_whole_unsynced(
+        &self,
+        key: &CacheKey,
+        entry: &CachedResponse,
+    ) -> std::io::Result<CachedResponse> {
+        self.store_whole_with(key, entry, false)
+    }
+
     /// Writes a whole in-memory body and indexes it. Blocking.
     pub fn store_whole(
         &self,
         key: &CacheKey,
         entry: &CachedResponse,
     ) -> std::io::Result<CachedResponse> {
+        self.store_whole_with(key, entry, true)
+    }
+
+    fn store_whole_with(
+        &self,
+        key: &CacheKey,
+        entry: &CachedResponse,
+        durable: bool,
+    ) -> std::io::Result<CachedResponse> {
         let mut w = self.writer()?;
         if let Err(e) = w.write(&entry.body) {
             w.abandon();
             return Err(e);
         }
-        let mut stored = self.commit(key, entry, w)?;
+        let mut stored = self.commit_with(key, entry, w, durable)?;
         stored.body = entry.body.clone();
         Ok(stored)
     }
@@ -347,13 +436,17 @@ impl DiskTier {
         };
         let tier = self.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let file = body::open_checked(&body_path(&tier.inner.dir, d.file), d.len)?;
+            let (file, stamp) = body::open_checked(&body_path(&tier.inner.dir, d.file), d.len)?;
+            let verify = tier.must_verify(d.file, stamp);
             let mut out = Vec::with_capacity(usize::try_from(d.len).unwrap_or(0));
             if d.len > 0 {
-                body::read_range(&file, d.len, &d.crcs, 0, d.len - 1, |b| {
+                body::read_range(&file, d.len, &d.crcs, (0, d.len - 1), verify, |b| {
                     out.extend_from_slice(&b);
                     true
                 })?;
+            }
+            if verify {
+                tier.inner.verified.insert(d.file, stamp);
             }
             Ok::<_, ReadError>(Bytes::from(out))
         })
@@ -371,9 +464,10 @@ impl DiskTier {
         result
     }
 
-    /// Streams bytes `start..=end` of a stored body, each block verified before it is sent.
-    /// A damaged block ends the stream with an error (the client sees a broken response,
-    /// never corrupt bytes) and drops the entry.
+    /// Streams bytes `start..=end` of a stored body, each block verified before it is sent
+    /// (unless this unchanged file was verified whole before). A damaged block ends the
+    /// stream with an error (the client sees a broken response, never corrupt bytes) and
+    /// drops the entry.
     pub fn stream(
         &self,
         entry: &CachedResponse,
@@ -385,16 +479,24 @@ impl DiskTier {
         let entry = entry.clone();
         tokio::task::spawn_blocking(move || {
             let Some(d) = entry.disk.clone() else { return };
-            let result =
-                body::open_checked(&body_path(&tier.inner.dir, d.file), d.len).and_then(|file| {
-                    body::read_range(&file, d.len, &d.crcs, start, end, |block| {
+            let result = body::open_checked(&body_path(&tier.inner.dir, d.file), d.len).and_then(
+                |(file, stamp)| {
+                    let verify = tier.must_verify(d.file, stamp);
+                    let mut complete = true;
+                    body::read_range(&file, d.len, &d.crcs, (start, end), verify, |block| {
                         tier.inner
                             .counters
                             .read_bytes
                             .fetch_add(block.len() as u64, Ordering::Relaxed);
-                        tx.blocking_send(Ok(Bytes::from(block))).is_ok()
-                    })
-                });
+                        complete = tx.blocking_send(Ok(Bytes::from(block))).is_ok();
+                        complete
+                    })?;
+                    if verify && complete && start == 0 && end + 1 == d.len {
+                        tier.inner.verified.insert(d.file, stamp);
+                    }
+                    Ok(())
+                },
+            );
             if let Err(e) = result {
                 tier.on_read_error(&entry, &e);
                 let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
@@ -403,6 +505,11 @@ impl DiskTier {
         futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         })
+    }
+
+    fn must_verify(&self, file: u64, stamp: body::Stamp) -> bool {
+        let n = self.inner.reads.fetch_add(1, Ordering::Relaxed);
+        n % RECHECK_EVERY == 0 || self.inner.verified.get(&file) != Some(stamp)
     }
 
     fn on_read_error(&self, entry: &CachedResponse, e: &ReadError) {
@@ -417,6 +524,7 @@ impl DiskTier {
     }
 
     fn drop_record(&self, rkey: &Arc<[u8]>, file: u64) {
+        self.inner.verified.invalidate(&file);
         remove_record(&self.inner.records, &self.inner.sizes, rkey, file);
         remove_file(&self.inner.dir, file);
         if self.inner.policy.get(rkey).is_some_and(|s| s.file == file) {

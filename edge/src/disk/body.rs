@@ -80,13 +80,15 @@ impl BodyWriter {
         self.reader.clone()
     }
 
-    /// Syncs the data and closes the last block.
-    pub fn finish(mut self) -> io::Result<FinishedBody> {
+    /// Closes the last block and, when `durable`, syncs the data to disk.
+    pub fn finish(mut self, durable: bool) -> io::Result<FinishedBody> {
         if self.in_block > 0 {
             self.crcs.push(self.block.finalize());
         }
         self.file.flush()?;
-        self.file.sync_data()?;
+        if durable {
+            self.file.sync_data()?;
+        }
         Ok(FinishedBody {
             id: self.id,
             tmp: self.tmp,
@@ -124,40 +126,64 @@ impl ReadError {
     }
 }
 
-/// Opens a body file and checks its length.
-pub fn open_checked(path: &Path, len: u64) -> Result<File, ReadError> {
-    let file = File::open(path)?;
-    let actual = file.metadata()?.len();
-    if actual != len {
-        return Err(ReadError::Truncated {
-            expected: len,
-            actual,
-        });
-    }
-    Ok(file)
+/// What identifies one version of a body file: a changed length or modification time
+/// means its contents must be verified again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub len: u64,
+    pub modified: Option<std::time::SystemTime>,
 }
 
-/// Reads block `index` of a body of `len` bytes and verifies it against `crcs`.
-pub fn read_block(file: &File, index: usize, len: u64, crcs: &[u32]) -> Result<Vec<u8>, ReadError> {
+impl Stamp {
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        Self {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
+}
+
+/// Opens a body file and checks its length.
+pub fn open_checked(path: &Path, len: u64) -> Result<(File, Stamp), ReadError> {
+    let file = File::open(path)?;
+    let stamp = Stamp::of(&file.metadata()?);
+    if stamp.len != len {
+        return Err(ReadError::Truncated {
+            expected: len,
+            actual: stamp.len,
+        });
+    }
+    Ok((file, stamp))
+}
+
+/// Reads block `index` of a body of `len` bytes and, when `verify`, checks it against `crcs`.
+pub fn read_block(
+    file: &File,
+    index: usize,
+    len: u64,
+    crcs: &[u32],
+    verify: bool,
+) -> Result<Vec<u8>, ReadError> {
     let start = index as u64 * BLOCK;
     let end = (start + BLOCK).min(len);
     let size = usize::try_from(end.saturating_sub(start)).unwrap_or(0);
     let mut buf = vec![0u8; size];
     file.read_exact_at(&mut buf, start)?;
     match crcs.get(index) {
+        Some(_) if !verify => Ok(buf),
         Some(&crc) if crc32fast::hash(&buf) == crc => Ok(buf),
         _ => Err(ReadError::Checksum(index)),
     }
 }
 
-/// Reads bytes `start..=end` of a body, verifying every block it touches, and hands each
-/// verified slice to `sink` (which returns false to stop early).
+/// Reads bytes `start..=end` of a body, verifying every block it touches when `verify`, and
+/// hands each slice to `sink` (which returns false to stop early).
 pub fn read_range(
     file: &File,
     len: u64,
     crcs: &[u32],
-    start: u64,
-    end: u64,
+    (start, end): (u64, u64),
+    verify: bool,
     mut sink: impl FnMut(Vec<u8>) -> bool,
 ) -> Result<(), ReadError> {
     if len == 0 || start > end || end >= len {
@@ -166,7 +192,7 @@ pub fn read_range(
     let first = usize::try_from(start / BLOCK).unwrap_or(usize::MAX);
     let last = usize::try_from(end / BLOCK).unwrap_or(usize::MAX);
     for index in first..=last {
-        let mut block = read_block(file, index, len, crcs)?;
+        let mut block = read_block(file, index, len, crcs, verify)?;
         let block_start = index as u64 * BLOCK;
         let from = usize::try_from(start.saturating_sub(block_start)).unwrap_or(0);
         let to = usize::try_from((end + 1 - block_start).min(block.len() as u64)).unwrap_or(0);
@@ -189,7 +215,7 @@ mod tests {
         for chunk in data.chunks(10_000) {
             w.write(chunk).unwrap();
         }
-        w.finish().unwrap()
+        w.finish(true).unwrap()
     }
 
     fn pattern(n: usize) -> Vec<u8> {
@@ -211,10 +237,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = pattern(BLOCK as usize * 3);
         let body = write_body(dir.path(), &data);
-        let file = open_checked(&body.tmp, body.len).unwrap();
+        let (file, _) = open_checked(&body.tmp, body.len).unwrap();
         let (start, end) = (BLOCK - 5, BLOCK * 2 + 9);
         let mut got = Vec::new();
-        read_range(&file, body.len, &body.crcs, start, end, |b| {
+        read_range(&file, body.len, &body.crcs, (start, end), true, |b| {
             got.extend(b);
             true
         })
@@ -230,8 +256,8 @@ mod tests {
         let mut bytes = std::fs::read(&body.tmp).unwrap();
         bytes[500] ^= 1;
         std::fs::write(&body.tmp, &bytes).unwrap();
-        let file = open_checked(&body.tmp, body.len).unwrap();
-        let err = read_block(&file, 0, body.len, &body.crcs).unwrap_err();
+        let (file, _) = open_checked(&body.tmp, body.len).unwrap();
+        let err = read_block(&file, 0, body.len, &body.crcs, true).unwrap_err();
         assert!(matches!(err, ReadError::Checksum(0)));
         assert!(err.is_corruption());
     }

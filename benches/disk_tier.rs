@@ -1,0 +1,107 @@
+//! The disk tier: reading a stored body back (verified), and reopening a populated tier.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use edgecache_edge::disk::{DiskLookup, DiskTier};
+use edgecache_edge::entry::CachedResponse;
+use edgecache_edge::key::{CacheKey, KeyRules};
+use edgecache_edge::policy::PolicyConfig;
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+fn entry(body: Bytes) -> CachedResponse {
+    let mut h = HeaderMap::new();
+    h.insert("cache-control", HeaderValue::from_static("max-age=3600"));
+    let now = SystemTime::now();
+    CachedResponse::new(
+        StatusCode::OK,
+        &h,
+        body,
+        &HeaderMap::new(),
+        now,
+        now,
+        &PolicyConfig::default(),
+    )
+}
+
+fn key(i: usize) -> CacheKey {
+    CacheKey::new(
+        "http",
+        "bench",
+        &format!("/obj/{i}").parse().unwrap(),
+        &KeyRules::default(),
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(dir.path(), 1 << 30).unwrap();
+    for (name, size) in [("disk_read_100k", 100 * 1024), ("disk_read_1m", 1 << 20)] {
+        let k = key(size);
+        tier.store_whole(&k, &entry(Bytes::from(vec![7u8; size])))
+            .unwrap();
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let DiskLookup::Found(e) = tier.lookup(&k, &HeaderMap::new()) else {
+                    unreachable!("stored above")
+                };
+                black_box(rt.block_on(tier.read_all(&e)).unwrap())
+            })
+        });
+    }
+
+    // Reopening a tier of 100,000 entries: how long until it serves, and until the
+    // eviction policy knows every entry.
+    let big = tempfile::tempdir().unwrap();
+    {
+        let tier = DiskTier::open(big.path(), 1 << 40).unwrap();
+        let body = entry(Bytes::from_static(b"x"));
+        for i in 0..100_000 {
+            tier.store_whole_unsynced(&key(i), &body).unwrap();
+        }
+        tier.flush();
+    }
+    let mut group = c.benchmark_group("disk_reopen_100k");
+    group.sample_size(10);
+    group.bench_function("open_until_serving", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let started = Instant::now();
+                let tier = DiskTier::open(big.path(), 1 << 40).unwrap();
+                let DiskLookup::Found(_) = tier.lookup(&key(99_999), &HeaderMap::new()) else {
+                    panic!("entry missing after reopen")
+                };
+                total += started.elapsed();
+                while !tier.stats().index_loaded {
+                    std::thread::yield_now();
+                }
+            }
+            total
+        })
+    });
+    group.bench_function("open_until_index_loaded", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let started = Instant::now();
+                let tier = DiskTier::open(big.path(), 1 << 40).unwrap();
+                while !tier.stats().index_loaded {
+                    std::thread::yield_now();
+                }
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
