@@ -509,7 +509,7 @@ impl DiskTier {
 
     fn must_verify(&self, file: u64, stamp: body::Stamp) -> bool {
         let n = self.inner.reads.fetch_add(1, Ordering::Relaxed);
-        n % RECHECK_EVERY == 0 || self.inner.verified.get(&file) != Some(stamp)
+        n.is_multiple_of(RECHECK_EVERY) || self.inner.verified.get(&file) != Some(stamp)
     }
 
     fn on_read_error(&self, entry: &CachedResponse, e: &ReadError) {
