@@ -62,6 +62,8 @@ struct Inner {
     capacity: u64,
     counters: Arc<Counters>,
     loaded: AtomicBool,
+    /// Held for the tier's lifetime: the directory's exclusive lock.
+    _lock: std::fs::File,
     /// Body files whose every block was verified (or written) by this process, as they
     /// were then. A file read back unchanged is not checksummed again: the page cache
     /// serves what was verified, and any change to the file changes its stamp.
@@ -98,10 +100,23 @@ impl DiskTier {
     pub fn open(dir: &Path, capacity: u64) -> Result<Self, EdgeError> {
         let io = |context: String| move |source| EdgeError::Io { context, source };
         std::fs::create_dir_all(dir).map_err(io(format!("edge.disk.dir {}", dir.display())))?;
+        // One edge per tier directory: a second one would reset what the first is serving.
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK"))
+            .map_err(io(format!("edge.disk.dir {}", dir.display())))?;
+        if lock.try_lock().is_err() {
+            return Err(EdgeError::Config(format!(
+                "edge.disk.dir: {} is in use by another edge",
+                dir.display()
+            )));
+        }
         prepare_layout(dir).map_err(io(format!("edge.disk.dir {}", dir.display())))?;
         let db = match sled::Config::new().path(dir.join("index")).open() {
             Ok(db) => db,
-            Err(e) => {
+            Err(e @ (sled::Error::Corruption { .. } | sled::Error::Unsupported(_))) => {
                 warn!(dir = %dir.display(), error = %e, "disk index unreadable; resetting the tier");
                 reset(dir).map_err(io(format!("edge.disk.dir {}", dir.display())))?;
                 sled::Config::new()
@@ -110,6 +125,11 @@ impl DiskTier {
                     .map_err(|e| {
                         EdgeError::Config(format!("edge.disk.dir: cannot open index: {e}"))
                     })?
+            }
+            Err(e) => {
+                return Err(EdgeError::Config(format!(
+                    "edge.disk.dir: cannot open index: {e}"
+                )));
             }
         };
         let tree = |name: &str| {
@@ -152,6 +172,7 @@ impl DiskTier {
                 capacity,
                 counters,
                 loaded: AtomicBool::new(false),
+                _lock: lock,
                 verified: Cache::new(1 << 20),
                 reads: AtomicU64::new(0),
             }),
@@ -440,10 +461,14 @@ impl DiskTier {
             let verify = tier.must_verify(d.file, stamp);
             let mut out = Vec::with_capacity(usize::try_from(d.len).unwrap_or(0));
             if d.len > 0 {
-                body::read_range(&file, d.len, &d.crcs, (0, d.len - 1), verify, |b| {
+                let read = body::read_range(&file, d.len, &d.crcs, (0, d.len - 1), verify, |b| {
                     out.extend_from_slice(&b);
                     true
                 })?;
+                tier.inner
+                    .counters
+                    .read_bytes
+                    .fetch_add(read, Ordering::Relaxed);
             }
             if verify {
                 tier.inner.verified.insert(d.file, stamp);
@@ -453,12 +478,7 @@ impl DiskTier {
         .await
         .unwrap_or_else(|e| Err(ReadError::Io(std::io::Error::other(e))));
         match &result {
-            Ok(b) => {
-                self.inner
-                    .counters
-                    .read_bytes
-                    .fetch_add(b.len() as u64, Ordering::Relaxed);
-            }
+            Ok(_) => {}
             Err(e) => self.on_read_error(entry, e),
         }
         result
@@ -483,14 +503,15 @@ impl DiskTier {
                 |(file, stamp)| {
                     let verify = tier.must_verify(d.file, stamp);
                     let mut complete = true;
-                    body::read_range(&file, d.len, &d.crcs, (start, end), verify, |block| {
-                        tier.inner
-                            .counters
-                            .read_bytes
-                            .fetch_add(block.len() as u64, Ordering::Relaxed);
-                        complete = tx.blocking_send(Ok(Bytes::from(block))).is_ok();
-                        complete
-                    })?;
+                    let read =
+                        body::read_range(&file, d.len, &d.crcs, (start, end), verify, |block| {
+                            complete = tx.blocking_send(Ok(Bytes::from(block))).is_ok();
+                            complete
+                        })?;
+                    tier.inner
+                        .counters
+                        .read_bytes
+                        .fetch_add(read, Ordering::Relaxed);
                     if verify && complete && start == 0 && end + 1 == d.len {
                         tier.inner.verified.insert(d.file, stamp);
                     }
@@ -625,7 +646,10 @@ fn prepare_layout(dir: &Path) -> std::io::Result<()> {
             reset(dir)?;
         }
         Err(_) => {
-            if std::fs::read_dir(dir)?.next().is_some() {
+            let mut others = std::fs::read_dir(dir)?
+                .flatten()
+                .filter(|e| e.file_name() != "LOCK");
+            if others.next().is_some() {
                 warn!(dir = %dir.display(), "disk tier directory has no format marker; resetting it");
                 reset(dir)?;
             }
@@ -641,10 +665,13 @@ fn prepare_layout(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Empties the tier directory.
+/// Empties the tier directory (but for the lock this edge holds).
 fn reset(dir: &Path) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
+        if path.file_name().is_some_and(|n| n == "LOCK") {
+            continue;
+        }
         if path.is_dir() {
             std::fs::remove_dir_all(&path)?;
         } else {

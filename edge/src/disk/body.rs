@@ -177,7 +177,8 @@ pub fn read_block(
 }
 
 /// Reads bytes `start..=end` of a body, verifying every block it touches when `verify`, and
-/// hands each slice to `sink` (which returns false to stop early).
+/// hands each slice to `sink` (which returns false to stop early). Returns the bytes read
+/// from the file (whole blocks).
 pub fn read_range(
     file: &File,
     len: u64,
@@ -185,14 +186,16 @@ pub fn read_range(
     (start, end): (u64, u64),
     verify: bool,
     mut sink: impl FnMut(Vec<u8>) -> bool,
-) -> Result<(), ReadError> {
+) -> Result<u64, ReadError> {
     if len == 0 || start > end || end >= len {
-        return Ok(());
+        return Ok(0);
     }
+    let mut read = 0u64;
     let first = usize::try_from(start / BLOCK).unwrap_or(usize::MAX);
     let last = usize::try_from(end / BLOCK).unwrap_or(usize::MAX);
     for index in first..=last {
         let mut block = read_block(file, index, len, crcs, verify)?;
+        read += block.len() as u64;
         let block_start = index as u64 * BLOCK;
         let from = usize::try_from(start.saturating_sub(block_start)).unwrap_or(0);
         let to = usize::try_from((end + 1 - block_start).min(block.len() as u64)).unwrap_or(0);
@@ -203,7 +206,7 @@ pub fn read_range(
             break;
         }
     }
-    Ok(())
+    Ok(read)
 }
 
 #[cfg(test)]

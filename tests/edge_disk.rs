@@ -1,0 +1,434 @@
+//! The disk tier in a running edge: disk hits, promotion, big bodies, ranges, damage, eviction.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use edgecache_edge::EdgeConfig;
+use edgecache_edge::config::ByteSize;
+use support::{TestEdge, TestOrigin, header, resp};
+use tokio::sync::Semaphore;
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+
+/// `n` bytes that differ from one offset (and one `seed`) to the next.
+fn pattern(n: usize, seed: usize) -> Vec<u8> {
+    (0..n).map(|i| ((i * 7 + seed * 13) % 251) as u8).collect()
+}
+
+/// An edge whose disk tier lives in `dir`.
+async fn disk_edge(origin_url: &str, dir: &Path, tweak: impl FnOnce(&mut EdgeConfig)) -> TestEdge {
+    let dir = dir.to_path_buf();
+    TestEdge::start_with(origin_url, move |cfg| {
+        cfg.disk.dir = Some(dir);
+        tweak(cfg);
+    })
+    .await
+}
+
+/// Polls `/stats` until `ready` holds (at most 10 s), and returns the stats that satisfied it.
+async fn wait_for(
+    edge: &TestEdge,
+    what: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = edge.stats().await;
+        if ready(&stats) {
+            return stats;
+        }
+        assert!(Instant::now() < deadline, "never saw {what}: {stats}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the disk tier has committed `entries` entries.
+async fn wait_for_disk_entries(edge: &TestEdge, entries: u64) -> serde_json::Value {
+    wait_for(edge, &format!("{entries} disk entries"), |s| {
+        s["disk"]["entries"] == entries
+    })
+    .await
+}
+
+/// Every file under `<dir>/bodies`.
+fn body_files(dir: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dir.join("bodies"), &mut out);
+    out
+}
+
+fn stat(stats: &serde_json::Value, tier: &str, field: &str) -> u64 {
+    stats[tier][field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {tier}.{field} in {stats}"))
+}
+
+fn is_hit_from(cache_status: &str, tier: &str) -> bool {
+    cache_status.starts_with("edgecache-test; hit; ttl=")
+        && cache_status.ends_with(&format!("; detail={tier}"))
+}
+
+/// The `Host` of every request: it is part of the cache key, and each edge listens on a
+/// port of its own, so edges sharing a directory share keys only through a fixed `Host`.
+const HOST: &str = "cdn.test";
+
+/// GETs `path` from `edge` with `Host: cdn.test` and `headers`.
+async fn get(edge: &TestEdge, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut all = vec![("host", HOST)];
+    all.extend_from_slice(headers);
+    edge.get_with(path, &all).await
+}
+
+const MISS_STORED: &str = "edgecache-test; fwd=uri-miss; fwd-status=200; stored";
+
+/// An origin answering every path with `body`, fresh for an hour.
+async fn origin_of(body: Vec<u8>) -> TestOrigin {
+    TestOrigin::start(move |_, _| {
+        resp(
+            200,
+            &[("cache-control", "max-age=3600"), ("etag", "\"v1\"")],
+            body.clone(),
+        )
+    })
+    .await
+}
+
+/// GETs `path` and checks it is a miss that was stored, with exactly `body`.
+async fn get_miss(edge: &TestEdge, path: &str, body: &[u8]) {
+    let r = get(edge, path, &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "cache-status"), MISS_STORED);
+    assert!(r.bytes().await.unwrap() == body, "miss body differs");
+}
+
+/// GETs `path` and checks it is a hit from `tier` with exactly `body`.
+async fn get_hit(edge: &TestEdge, path: &str, tier: &str, body: &[u8]) {
+    let r = get(edge, path, &[]).await;
+    assert_eq!(r.status(), 200);
+    let status = header(&r, "cache-status").to_owned();
+    assert!(is_hit_from(&status, tier), "{status}");
+    assert_eq!(header(&r, "content-length"), body.len().to_string());
+    assert_eq!(header(&r, "etag"), "\"v1\"");
+    assert!(r.bytes().await.unwrap() == body, "{tier} hit body differs");
+}
+
+#[tokio::test]
+async fn disk_hit_after_memory_eviction_or_on_a_fresh_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = pattern(100 * KIB, 1);
+    let origin = origin_of(body.clone()).await;
+
+    let first = disk_edge(&origin.url(), dir.path(), |_| {}).await;
+    get_miss(&first, "/obj.bin", &body).await;
+    let stats = wait_for_disk_entries(&first, 1).await;
+    assert_eq!(stat(&stats, "disk", "write_bytes"), body.len() as u64);
+    first.stop().await;
+
+    let second = disk_edge(&origin.url(), dir.path(), |_| {}).await;
+    get_hit(&second, "/obj.bin", "disk", &body).await;
+    assert_eq!(origin.hits(), 1);
+    // Promoted: the next request is answered from memory without reading the disk again.
+    get_hit(&second, "/obj.bin", "memory", &body).await;
+    assert_eq!(origin.hits(), 1);
+    let stats = second.stats().await;
+    assert_eq!(stat(&stats, "disk", "read_bytes"), body.len() as u64);
+    assert_eq!(stat(&stats, "memory", "entries"), 1);
+    assert_eq!(stat(&stats, "disk", "corrupt_dropped"), 0);
+    assert_eq!(stats["origin_fetches"], 0);
+}
+
+#[tokio::test]
+async fn a_body_larger_than_max_object_size_is_served_from_disk_and_never_promoted() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = pattern(MIB, 2);
+    let origin = origin_of(body.clone()).await;
+    let edge = disk_edge(&origin.url(), dir.path(), |cfg| {
+        cfg.memory.max_object_size = ByteSize(64 << 10);
+    })
+    .await;
+
+    get_miss(&edge, "/big.bin", &body).await;
+    wait_for_disk_entries(&edge, 1).await;
+    for _ in 0..2 {
+        get_hit(&edge, "/big.bin", "disk", &body).await;
+    }
+    assert_eq!(origin.hits(), 1);
+    let stats = edge.stats().await;
+    assert_eq!(stat(&stats, "memory", "entries"), 0);
+    assert_eq!(stat(&stats, "disk", "write_bytes"), body.len() as u64);
+    assert_eq!(stat(&stats, "disk", "read_bytes"), 2 * body.len() as u64);
+    assert_eq!(body_files(dir.path()).len(), 1);
+}
+
+#[tokio::test]
+async fn a_range_of_a_disk_only_entry_reads_only_the_blocks_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = pattern(MIB, 3);
+    let origin = origin_of(body.clone()).await;
+    let edge = disk_edge(&origin.url(), dir.path(), |cfg| {
+        cfg.memory.max_object_size = ByteSize(64 << 10);
+    })
+    .await;
+    get_miss(&edge, "/big.bin", &body).await;
+    let before = stat(&wait_for_disk_entries(&edge, 1).await, "disk", "read_bytes");
+
+    let r = get(&edge, "/big.bin", &[("range", "bytes=300000-300009")]).await;
+    assert_eq!(r.status(), 206);
+    let status = header(&r, "cache-status").to_owned();
+    assert!(is_hit_from(&status, "disk"), "{status}");
+    assert_eq!(header(&r, "content-range"), "bytes 300000-300009/1048576");
+    assert_eq!(header(&r, "content-length"), "10");
+    assert_eq!(&r.bytes().await.unwrap()[..], &body[300_000..300_010]);
+
+    let read = stat(&edge.stats().await, "disk", "read_bytes") - before;
+    assert!(read > 0, "the range was not read from the disk tier");
+    assert!(
+        read <= 512 * KIB as u64,
+        "read {read} bytes for a 10-byte range"
+    );
+    assert_eq!(origin.hits(), 1);
+}
+
+/// Stores a 100 KiB object through one edge, applies `damage` to its body file, and checks
+/// that a new edge on the same directory drops it and fetches a good copy.
+async fn damaged_body_file_is_dropped_and_refetched(damage: impl FnOnce(&Path)) {
+    let dir = tempfile::tempdir().unwrap();
+    let body = pattern(100 * KIB, 4);
+    let origin = origin_of(body.clone()).await;
+    let first = disk_edge(&origin.url(), dir.path(), |_| {}).await;
+    get_miss(&first, "/obj.bin", &body).await;
+    wait_for_disk_entries(&first, 1).await;
+    first.stop().await;
+
+    let files = body_files(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    damage(&files[0]);
+
+    let second = disk_edge(&origin.url(), dir.path(), |_| {}).await;
+    get_miss(&second, "/obj.bin", &body).await;
+    assert_eq!(origin.hits(), 2);
+    let stats = second.stats().await;
+    assert_eq!(stat(&stats, "disk", "corrupt_dropped"), 1, "{stats}");
+    assert!(!files[0].exists(), "the damaged file was left in place");
+    get_hit(&second, "/obj.bin", "memory", &body).await;
+    assert_eq!(origin.hits(), 2);
+}
+
+#[tokio::test]
+async fn a_corrupt_body_file_is_dropped_and_refetched() {
+    damaged_body_file_is_dropped_and_refetched(|path| {
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes[50_000] ^= 0x01;
+        std::fs::write(path, bytes).unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_truncated_body_file_is_dropped_and_refetched() {
+    damaged_body_file_is_dropped_and_refetched(|path| {
+        let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        file.set_len(60_000).unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_full_tier_evicts_down_to_its_size() {
+    const OBJECTS: usize = 40;
+    const SIZE: usize = 128 * KIB;
+    const CAPACITY: u64 = 2 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = TestOrigin::start(|seen, _| {
+        let n: usize = seen.uri.trim_start_matches("/o/").parse().unwrap();
+        resp(200, &[("cache-control", "max-age=3600")], pattern(SIZE, n))
+    })
+    .await;
+    let edge = disk_edge(&origin.url(), dir.path(), |cfg| {
+        cfg.disk.size = ByteSize(CAPACITY);
+        cfg.memory.max_object_size = ByteSize(16 << 10);
+    })
+    .await;
+
+    for n in 0..OBJECTS {
+        let r = get(&edge, &format!("/o/{n}"), &[]).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "cache-status"), MISS_STORED);
+        assert!(r.bytes().await.unwrap() == pattern(SIZE, n), "/o/{n}");
+    }
+    assert_eq!(origin.hits(), OBJECTS);
+    let total = (OBJECTS * SIZE) as u64;
+    // Every body is committed, then either kept or evicted (refused admission counts too).
+    let stats = wait_for(&edge, "every body committed and kept or evicted", |s| {
+        let n = |field: &str| s["disk"][field].as_u64().unwrap_or(0);
+        n("write_bytes") == total && n("entries") + n("evictions") == OBJECTS as u64
+    })
+    .await;
+    assert!(stat(&stats, "disk", "bytes") <= CAPACITY, "{stats}");
+    assert!(stat(&stats, "disk", "evictions") > 0, "{stats}");
+    let entries = stat(&stats, "disk", "entries");
+    assert_eq!(stat(&stats, "disk", "bytes"), entries * SIZE as u64);
+    let files = body_files(dir.path()).len();
+    assert!(files <= 17, "{files} body files left for a 2 MiB tier");
+    assert_eq!(files as u64, entries, "files and index disagree: {stats}");
+
+    // What the index still names is served from disk, whole; the rest is fetched again.
+    let mut from_disk = 0;
+    for n in 0..OBJECTS {
+        let r = get(&edge, &format!("/o/{n}"), &[]).await;
+        assert_eq!(r.status(), 200);
+        let status = header(&r, "cache-status").to_owned();
+        if is_hit_from(&status, "disk") {
+            from_disk += 1;
+        } else {
+            assert_eq!(status, MISS_STORED);
+        }
+        assert!(r.bytes().await.unwrap() == pattern(SIZE, n), "/o/{n}");
+    }
+    assert!(from_disk > 0, "nothing was served from disk");
+    assert_eq!(origin.hits(), 2 * OBJECTS - from_disk);
+    assert_eq!(stat(&edge.stats().await, "disk", "corrupt_dropped"), 0);
+}
+
+#[tokio::test]
+async fn an_incompatible_tier_directory_is_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_format = "edgecache-disk 0\n";
+    std::fs::write(dir.path().join("FORMAT"), old_format).unwrap();
+    std::fs::write(dir.path().join("junk.txt"), "left by someone else").unwrap();
+    std::fs::create_dir_all(dir.path().join("junk-dir/deeper")).unwrap();
+    std::fs::write(dir.path().join("junk-dir/deeper/file"), "junk").unwrap();
+    // Named like a body file, with an id this test's edge never reaches.
+    std::fs::create_dir_all(dir.path().join("bodies/ef")).unwrap();
+    let stale_body = dir.path().join("bodies/ef/00000000deadbeef");
+    std::fs::write(&stale_body, "an old format's body").unwrap();
+
+    let body = pattern(10 * KIB, 5);
+    let origin = origin_of(body.clone()).await;
+    let edge = disk_edge(&origin.url(), dir.path(), |_| {}).await;
+    get_miss(&edge, "/obj.bin", &body).await;
+    get_hit(&edge, "/obj.bin", "memory", &body).await;
+    assert_eq!(origin.hits(), 1);
+    wait_for_disk_entries(&edge, 1).await;
+
+    assert!(!dir.path().join("junk.txt").exists());
+    assert!(!dir.path().join("junk-dir").exists());
+    assert!(!stale_body.exists());
+    assert_ne!(
+        std::fs::read_to_string(dir.path().join("FORMAT")).unwrap(),
+        old_format
+    );
+    assert_eq!(body_files(dir.path()).len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_clients_of_a_cold_large_object_share_one_fetch() {
+    const CLIENTS: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let body = pattern(MIB, 6);
+    let gate = Arc::new(Semaphore::new(0));
+    let origin = {
+        let body = body.clone();
+        TestOrigin::start_gated(
+            move |_, _| {
+                resp(
+                    200,
+                    &[("cache-control", "max-age=3600"), ("etag", "\"v1\"")],
+                    body.clone(),
+                )
+            },
+            gate.clone(),
+        )
+        .await
+    };
+    let edge = disk_edge(&origin.url(), dir.path(), |cfg| {
+        cfg.memory.max_object_size = ByteSize(64 << 10);
+    })
+    .await;
+
+    let requests: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (client, url) = (edge.client.clone(), edge.url("/cold.bin"));
+            tokio::spawn(async move {
+                let r = client.get(url).header("host", HOST).send().await.unwrap();
+                let status = header(&r, "cache-status").to_owned();
+                (r.status().as_u16(), status, r.bytes().await.unwrap())
+            })
+        })
+        .collect();
+    wait_for(&edge, "every other client waiting on the fetch", |s| {
+        s["collapsed_requests"] == (CLIENTS - 1) as u64
+    })
+    .await;
+    assert_eq!(origin.hits(), 1);
+    gate.add_permits(1000);
+
+    let mut collapsed = 0;
+    for request in requests {
+        let (code, status, got) = request.await.unwrap();
+        assert_eq!(code, 200, "{status}");
+        assert!(status.starts_with(MISS_STORED), "{status}");
+        if status == format!("{MISS_STORED}; collapsed") {
+            collapsed += 1;
+        }
+        assert_eq!(got.len(), body.len());
+        assert!(got == body, "body differs from the origin's");
+    }
+    assert_eq!(collapsed, CLIENTS - 1);
+    assert_eq!(origin.hits(), 1);
+
+    wait_for_disk_entries(&edge, 1).await;
+    get_hit(&edge, "/cold.bin", "disk", &body).await;
+    assert_eq!(origin.hits(), 1);
+    assert_eq!(edge.stats().await["origin_fetches"], 1);
+}
+
+#[tokio::test]
+async fn a_directory_in_use_by_a_running_edge_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = pattern(MIB, 7);
+    let origin = origin_of(body.clone()).await;
+    let running = disk_edge(&origin.url(), dir.path(), |cfg| {
+        cfg.memory.max_object_size = ByteSize(64 << 10);
+    })
+    .await;
+    get_miss(&running, "/big.bin", &body).await;
+    wait_for_disk_entries(&running, 1).await;
+    let files = body_files(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+
+    // A second edge configured with the same directory, e.g. a restart that overlaps the
+    // old process's drain. Refusing to start, or starting without the tier, are both fine;
+    // taking the directory from under the running edge is not.
+    let mut config = EdgeConfig {
+        origins: vec![edgecache_edge::config::OriginEntry { url: origin.url() }],
+        ..EdgeConfig::default()
+    };
+    config.disk.dir = Some(dir.path().to_path_buf());
+    let refused = edgecache_edge::Edge::new(&config);
+    let err = refused
+        .err()
+        .expect("a second edge on the same directory must be refused");
+    assert!(err.to_string().contains("edge.disk.dir"), "{err}");
+
+    assert!(
+        files[0].exists(),
+        "the running edge's body file was deleted"
+    );
+    get_hit(&running, "/big.bin", "disk", &body).await;
+    assert_eq!(origin.hits(), 1);
+}
