@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use edgecache_edge::EdgeConfig;
 use edgecache_edge::config::{ByteSize, OriginEntry};
 use edgecache_origin::OriginConfig;
+use edgecache_purge_api::{PurgeApiConfig, PurgeClient, PurgeRequest};
 
 use crate::config::load_optional;
 use crate::telemetry::LogFormat;
@@ -29,6 +30,57 @@ pub enum Command {
     Edge(EdgeArgs),
     /// Run the static origin server.
     Origin(OriginArgs),
+    /// Run the purge API: the durable purge log every PoP follows.
+    PurgeApi(PurgeApiArgs),
+    /// Purge content from every PoP through the purge API.
+    Purge(PurgeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PurgeApiArgs {
+    /// Config file (TOML, `[purge_api]` table).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Listen address; port 0 picks a free port.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Bearer token clients and edges must present.
+    #[arg(long, env = "EDGECACHE_PURGE_TOKEN")]
+    pub token: Option<String>,
+    /// Where the purge log lives.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PurgeArgs {
+    /// The purge API.
+    #[arg(long, default_value = "http://127.0.0.1:8070")]
+    pub api: String,
+    /// Bearer token.
+    #[arg(long, env = "EDGECACHE_PURGE_TOKEN")]
+    pub token: String,
+    /// A URL path with its query (`/app.js?v=2`) or a full URL; repeatable.
+    #[arg(long = "url")]
+    pub urls: Vec<String>,
+    /// A path prefix (`/img/`); repeatable.
+    #[arg(long = "prefix")]
+    pub prefixes: Vec<String>,
+    /// A surrogate key / cache tag; repeatable.
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Everything.
+    #[arg(long)]
+    pub all: bool,
+    /// Mark stale instead of removing.
+    #[arg(long)]
+    pub soft: bool,
+    /// Wait until every live PoP has applied it, and print how long that took.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long `--wait` waits, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,6 +109,12 @@ pub struct EdgeArgs {
     /// Disk tier size, e.g. 10GiB.
     #[arg(long)]
     pub disk_size: Option<ByteSize>,
+    /// The purge API to follow.
+    #[arg(long)]
+    pub purge_api: Option<String>,
+    /// Bearer token for the purge API.
+    #[arg(long, env = "EDGECACHE_PURGE_TOKEN")]
+    pub purge_token: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -82,6 +140,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             Command::Edge(args) => run_edge(args).await,
             Command::Origin(args) => run_origin(args).await,
+            Command::PurgeApi(args) => run_purge_api(args).await,
+            Command::Purge(args) => run_purge(args).await,
         }
     })
 }
@@ -112,6 +172,12 @@ pub fn edge_config(args: &EdgeArgs) -> anyhow::Result<EdgeConfig> {
     }
     if let Some(size) = args.disk_size {
         config.disk.size = size;
+    }
+    if let Some(api) = &args.purge_api {
+        config.purge.api = Some(api.clone());
+    }
+    if let Some(token) = &args.purge_token {
+        config.purge.token = Some(token.clone());
     }
     config.validate()?;
     Ok(config)
@@ -149,6 +215,61 @@ async fn run_origin(args: OriginArgs) -> anyhow::Result<()> {
     let listener = bind(&addr, "origin.listen").await?;
     println!("listening on http://{}", listener.local_addr()?);
     edgecache_origin::run(listener, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn run_purge_api(args: PurgeApiArgs) -> anyhow::Result<()> {
+    let file = load_optional(args.config.as_deref())?;
+    let mut config = file
+        .purge_api
+        .unwrap_or_else(|| PurgeApiConfig::new("", "./edgecache-data"));
+    if let Some(listen) = &args.listen {
+        config.listen.clone_from(listen);
+    }
+    if let Some(token) = &args.token {
+        config.token.clone_from(token);
+    }
+    if let Some(dir) = &args.data_dir {
+        config.data_dir.clone_from(dir);
+    }
+    config.validate()?;
+    let listener = bind(&config.listen, "purge_api.listen").await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    edgecache_purge_api::run(listener, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn run_purge(args: PurgeArgs) -> anyhow::Result<()> {
+    let request = PurgeRequest {
+        urls: args.urls,
+        prefixes: args.prefixes,
+        tags: args.tags,
+        all: args.all,
+        soft: args.soft,
+    };
+    if request.is_empty() {
+        anyhow::bail!("name something to purge: --url, --prefix, --tag or --all");
+    }
+    let client = PurgeClient::new(&args.api, &args.token)?;
+    let started = std::time::Instant::now();
+    let accepted = client.purge(&request).await?;
+    println!("accepted {} (seq {})", accepted.id, accepted.seq);
+    if args.wait {
+        let status = client
+            .wait_complete(&accepted.id, std::time::Duration::from_secs(args.timeout))
+            .await?;
+        for pop in &status.pops {
+            let when = pop.applied_at.map_or("not applied".to_owned(), |t| {
+                format!("applied +{} ms", t.saturating_sub(status.accepted_at))
+            });
+            let live = if pop.live { "live" } else { "down" };
+            println!("  {:<12} {live:<5} {when}", pop.name);
+        }
+        println!(
+            "complete: every live PoP applied it in {} ms",
+            started.elapsed().as_millis()
+        );
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use edgecache_edge::EdgeConfig;
 use edgecache_origin::OriginConfig;
+use edgecache_purge_api::PurgeApiConfig;
 
 /// The whole config file. Each command reads its own table.
 #[derive(Debug, Default, Deserialize)]
@@ -14,6 +15,7 @@ use edgecache_origin::OriginConfig;
 pub struct FileConfig {
     pub edge: Option<EdgeConfig>,
     pub origin: Option<OriginConfig>,
+    pub purge_api: Option<PurgeApiConfig>,
 }
 
 impl FileConfig {

@@ -29,7 +29,15 @@ async fn cdn_cache_control_max_age_caches_despite_cache_control_no_store() {
     let r = edge.get("/cdn").await;
     let status = header(&r, "cache-status").to_owned();
     assert!(status.starts_with("edgecache-test; hit; ttl="), "{status}");
-    let ttl: i64 = status.split("ttl=").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
+    let ttl: i64 = status
+        .split("ttl=")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((55..=60).contains(&ttl), "{status}");
     // Browsers still get the origin's own instructions.
     assert_eq!(header(&r, "cache-control"), "no-store");
@@ -96,7 +104,15 @@ async fn edgecache_cache_control_max_age_sets_the_edge_lifetime_and_is_not_sent(
     edge.get("/ecc").await;
     let r = edge.get("/ecc").await;
     let status = header(&r, "cache-status").to_owned();
-    let ttl: i64 = status.split("ttl=").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
+    let ttl: i64 = status
+        .split("ttl=")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(
         status.starts_with("edgecache-test; hit; ttl=") && ttl > 3500,
         "{status}"

@@ -1,14 +1,23 @@
-//! The admin listener: health, readiness, JSON stats and Prometheus metrics.
+//! The admin listener: health, readiness, JSON stats, Prometheus metrics, and purges for
+//! this node alone.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
-use axum::response::{IntoResponse, Json};
-use axum::routing::get;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use edgecache_purge_api::{PurgeRequest, validate_purge};
+use serde_json::json;
+use tracing::warn;
 
 use crate::node::Edge;
+
+/// Most entries one admin purge may name, as on the purge API.
+const MAX_PURGE_ENTRIES: usize = 1000;
 
 pub fn router(edge: Arc<Edge>) -> Router {
     Router::new()
@@ -16,6 +25,7 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/readyz", get(readyz))
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
+        .route("/purge", post(purge))
         .with_state(edge)
 }
 
@@ -23,15 +33,32 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz() -> &'static str {
-    "ready\n"
+async fn readyz(State(edge): State<Arc<Edge>>) -> Response {
+    if edge.caught_up() {
+        "ready\n".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: applying purges missed while down\n",
+        )
+            .into_response()
+    }
 }
 
 async fn stats(State(edge): State<Arc<Edge>>) -> impl IntoResponse {
-    Json(
-        edge.metrics
-            .stats(&edge.pop, &edge.memory, edge.disk.as_ref()),
-    )
+    let mut doc = serde_json::to_value(edge.metrics.stats(
+        &edge.pop,
+        &edge.memory,
+        edge.disk.as_ref(),
+    ))
+    .unwrap_or_default();
+    doc["purge"] = json!({
+        "last_seq": edge.purges.last_seq(),
+        "applied": edge.metrics.purges_applied(),
+        "rules": edge.purges.rule_count(),
+        "caught_up": edge.caught_up(),
+    });
+    Json(doc)
 }
 
 async fn metrics(State(edge): State<Arc<Edge>>) -> impl IntoResponse {
@@ -42,4 +69,29 @@ async fn metrics(State(edge): State<Arc<Edge>>) -> impl IntoResponse {
         )],
         edge.metrics.render(&edge.memory),
     )
+}
+
+/// `POST /purge` with the purge API's body: applied to this node only, at once.
+async fn purge(
+    State(edge): State<Arc<Edge>>,
+    body: Result<Json<PurgeRequest>, JsonRejection>,
+) -> Response {
+    let request = match body {
+        Ok(Json(r)) => r,
+        Err(e) => {
+            warn!(error = %e.body_text(), "admin purge refused");
+            return error(StatusCode::BAD_REQUEST, &e.body_text());
+        }
+    };
+    if let Err(e) = validate_purge(&request, MAX_PURGE_ENTRIES) {
+        warn!(error = %e, "admin purge refused");
+        return error(StatusCode::BAD_REQUEST, &e.to_string());
+    }
+    edge.apply_purge(&request, None, None);
+    edge.sweep_soon();
+    Json(json!({ "applied": true, "rules": edge.purges.rule_count() })).into_response()
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
 }

@@ -26,6 +26,7 @@ pub struct EdgeConfig {
     pub disk: DiskConfig,
     pub cache: CacheConfig,
     pub timeouts: TimeoutConfig,
+    pub purge: PurgeConfig,
 }
 
 impl Default for EdgeConfig {
@@ -38,6 +39,7 @@ impl Default for EdgeConfig {
             memory: MemoryConfig::default(),
             disk: DiskConfig::default(),
             cache: CacheConfig::default(),
+            purge: PurgeConfig::default(),
             timeouts: TimeoutConfig::default(),
         }
     }
@@ -66,6 +68,42 @@ impl Default for MemoryConfig {
             size: ByteSize(256 << 20),
             max_object_size: ByteSize(8 << 20),
         }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PurgeConfig {
+    /// The purge API to follow (`http://127.0.0.1:8070`); none, no remote purges.
+    pub api: Option<String>,
+    /// Bearer token for the purge API.
+    pub token: Option<String>,
+    /// Accept the `PURGE` method on the public listener. Off: anyone could empty the
+    /// cache. Use the admin listener's `POST /purge` instead.
+    pub allow_purge_method: bool,
+    /// How long one long-poll for new purges waits.
+    pub poll_wait: HumanDuration,
+}
+
+impl Default for PurgeConfig {
+    fn default() -> Self {
+        Self {
+            api: None,
+            token: None,
+            allow_purge_method: false,
+            poll_wait: HumanDuration(Duration::from_secs(10)),
+        }
+    }
+}
+
+impl fmt::Debug for PurgeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PurgeConfig")
+            .field("api", &self.api)
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("allow_purge_method", &self.allow_purge_method)
+            .field("poll_wait", &self.poll_wait)
+            .finish()
     }
 }
 
@@ -180,6 +218,15 @@ impl EdgeConfig {
                         format!("{:?}: {e}", o.url),
                     );
                 }
+            }
+        }
+        if let Some(api) = &self.purge.api {
+            match reqwest::Url::parse(api) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => return bad("edge.purge.api", format!("{api:?} must be an http(s) URL")),
+            }
+            if self.purge.token.as_deref().is_none_or(str::is_empty) {
+                return bad("edge.purge.token", "required with edge.purge.api".into());
             }
         }
         if self.disk.dir.is_some() && self.disk.size.0 == 0 {

@@ -609,6 +609,51 @@ impl DiskTier {
         }
     }
 
+    /// Applies `judge` to every stored entry: `Gone` ones are removed, `Stale` ones
+    /// rewritten as stale. Blocking. Returns how many entries changed.
+    pub fn sweep(
+        &self,
+        judge: impl Fn(&CacheKey, &CachedResponse) -> crate::purge::Verdict,
+        now: std::time::SystemTime,
+    ) -> usize {
+        use crate::purge::Verdict;
+        let mut changed = 0;
+        for item in self.inner.records.iter() {
+            let Ok((rkey, value)) = item else { continue };
+            let Some(text) = rkey
+                .split(|b| *b == 0)
+                .next()
+                .and_then(|t| std::str::from_utf8(t).ok())
+            else {
+                continue;
+            };
+            let Some(key) = CacheKey::from_stored(text) else {
+                continue;
+            };
+            let rkey: Arc<[u8]> = Arc::from(&rkey[..]);
+            let Ok(entry) = serde_json::from_slice::<Record>(&value)
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.into_entry(rkey.clone()))
+            else {
+                continue;
+            };
+            match judge(&key, &entry) {
+                Verdict::Keep => {}
+                Verdict::Stale => {
+                    changed += 1;
+                    let _ = self.update(&crate::purge::mark_stale(&entry, now));
+                }
+                Verdict::Gone => {
+                    changed += 1;
+                    if let Some(d) = &entry.disk {
+                        self.drop_record(&rkey, d.file);
+                    }
+                }
+            }
+        }
+        changed
+    }
+
     /// Removes every variant of `key`.
     pub fn invalidate(&self, key: &CacheKey) {
         for item in self.inner.records.scan_prefix(Self::prefix(key)) {

@@ -80,6 +80,16 @@ impl CacheKey {
         &self.text
     }
 
+    /// Rebuilds a key from its text (as stored by the disk tier).
+    pub fn from_stored(text: &str) -> Option<Self> {
+        let after_scheme = text.find("://")? + 3;
+        let path_at = after_scheme + text[after_scheme..].find('/')?;
+        Some(Self {
+            text: text.to_owned(),
+            path_at,
+        })
+    }
+
     /// Path and normalised query, e.g. `/app.js?v=2`.
     pub fn path_and_query(&self) -> &str {
         &self.text[self.path_at..]
@@ -184,6 +194,13 @@ mod tests {
             key("a", "/x?b=1&a=2&a=1").path_and_query(),
             "/x?a=2&a=1&b=1"
         );
+    }
+
+    #[test]
+    fn stored_text_round_trips() {
+        let k = key("a.test:8080", "/p?q=1");
+        assert_eq!(CacheKey::from_stored(k.as_str()), Some(k));
+        assert_eq!(CacheKey::from_stored("nonsense"), None);
     }
 
     #[test]

@@ -26,8 +26,11 @@ pub mod metrics;
 pub mod node;
 pub mod policy;
 pub mod proxy;
+pub mod purge;
+pub mod purge_sync;
 pub mod respond;
 pub mod server;
+pub mod sweep;
 pub mod upstream;
 
 pub use config::EdgeConfig;

@@ -109,6 +109,41 @@ impl MemoryTier {
         true
     }
 
+    /// Applies `judge` to every stored entry: `Gone` ones are removed, `Stale` ones replaced
+    /// by a stale copy. Returns how many entries changed.
+    pub fn sweep(
+        &self,
+        judge: impl Fn(&CacheKey, &CachedResponse) -> crate::purge::Verdict,
+        now: std::time::SystemTime,
+    ) -> usize {
+        use crate::purge::Verdict;
+        let mut changed = 0;
+        for (key, variants) in self.cache.iter() {
+            let mut kept = Vec::with_capacity(variants.entries.len());
+            let mut touched = false;
+            for e in &variants.entries {
+                match judge(&key, e) {
+                    Verdict::Keep => kept.push(e.clone()),
+                    Verdict::Stale => {
+                        kept.push(Arc::new(crate::purge::mark_stale(e, now)));
+                        touched = true;
+                    }
+                    Verdict::Gone => touched = true,
+                }
+            }
+            if touched {
+                changed += variants.entries.len();
+                if kept.is_empty() {
+                    self.cache.invalidate(&*key);
+                } else {
+                    self.cache
+                        .insert((*key).clone(), Arc::new(Variants { entries: kept }));
+                }
+            }
+        }
+        changed
+    }
+
     /// Drops every variant of `key`.
     pub fn invalidate(&self, key: &CacheKey) {
         self.cache.invalidate(key);

@@ -31,6 +31,9 @@ pub struct Metrics {
     collapsed: Counter,
     memory_bytes: Gauge,
     memory_entries: Gauge,
+    purges_applied: Counter,
+    purge_last_seq: Gauge,
+    purge_lag: Histogram,
 }
 
 /// Outcome of one origin fetch.
@@ -95,6 +98,24 @@ impl Metrics {
             "URLs held by the memory tier",
             memory_entries.clone(),
         );
+        let purges_applied = Counter::default();
+        registry.register(
+            "edgecache_purges_applied",
+            "Purges applied by this PoP",
+            purges_applied.clone(),
+        );
+        let purge_last_seq = Gauge::default();
+        registry.register(
+            "edgecache_purge_last_seq",
+            "Position in the purge log of the last purge applied",
+            purge_last_seq.clone(),
+        );
+        let purge_lag = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "edgecache_purge_lag_seconds",
+            "Time from the purge API accepting a purge to this PoP applying it",
+            purge_lag.clone(),
+        );
         if let Some(disk) = disk {
             registry.register_collector(Box::new(DiskCollector(disk.clone())));
         }
@@ -106,7 +127,24 @@ impl Metrics {
             collapsed,
             memory_bytes,
             memory_entries,
+            purges_applied,
+            purge_last_seq,
+            purge_lag,
         }
+    }
+
+    /// One purge applied; `lag` in seconds when it came from the purge API.
+    pub fn purge_applied(&self, last_seq: u64, lag: Option<f64>) {
+        self.purges_applied.inc();
+        self.purge_last_seq
+            .set(i64::try_from(last_seq).unwrap_or(i64::MAX));
+        if let Some(lag) = lag {
+            self.purge_lag.observe(lag);
+        }
+    }
+
+    pub fn purges_applied(&self) -> u64 {
+        self.purges_applied.get()
     }
 
     pub fn request(&self, state: CacheState) {

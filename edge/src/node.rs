@@ -9,7 +9,10 @@ use crate::key::KeyRules;
 use crate::memory::MemoryTier;
 use crate::metrics::Metrics;
 use crate::policy::PolicyConfig;
+use crate::purge::PurgeRules;
 use crate::upstream::Upstream;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// One PoP's cache and its connection to the origin.
 pub struct Edge {
@@ -23,12 +26,26 @@ pub struct Edge {
     pub(crate) coalescer: Coalescer,
     pub(crate) upstream: Upstream,
     pub(crate) metrics: Metrics,
+    pub(crate) purges: PurgeRules,
+    pub(crate) sweep: Mutex<SweepState>,
+    /// False until every purge missed while down is applied; until then nothing is served
+    /// from the disk tier and `/readyz` says not ready.
+    caught_up: AtomicBool,
+    pub(crate) allow_purge_method: bool,
+}
+
+/// Whether a purge sweep runs, and whether another round was asked for meanwhile.
+#[derive(Debug, Default)]
+pub(crate) struct SweepState {
+    pub running: bool,
+    pub again: bool,
 }
 
 impl Edge {
     pub fn new(config: &EdgeConfig) -> Result<Self, EdgeError> {
         config.validate()?;
         let max_object = usize::try_from(config.memory.max_object_size.0).unwrap_or(usize::MAX);
+        let key_rules = KeyRules::new(config.cache.ignored_query_params.iter().cloned());
         let disk = match &config.disk.dir {
             Some(dir) => Some(DiskTier::open(dir, config.disk.size.0)?),
             None => None,
@@ -41,10 +58,17 @@ impl Edge {
                 heuristic_max: config.cache.heuristic_max.0.as_secs(),
                 stale_if_error_default: config.cache.stale_if_error.0.as_secs(),
             },
-            key_rules: KeyRules::new(config.cache.ignored_query_params.iter().cloned()),
+            key_rules: key_rules.clone(),
             memory: MemoryTier::new(config.memory.size.0, max_object),
             metrics: Metrics::new(&config.pop, disk.as_ref()),
+            purges: match &config.disk.dir {
+                Some(dir) => PurgeRules::persistent(key_rules.clone(), dir),
+                None => PurgeRules::in_memory(key_rules.clone()),
+            },
             disk,
+            sweep: Mutex::new(SweepState::default()),
+            caught_up: AtomicBool::new(config.purge.api.is_none()),
+            allow_purge_method: config.purge.allow_purge_method,
             coalescer: Coalescer::default(),
             upstream: Upstream::new(config)?,
         })
@@ -52,5 +76,16 @@ impl Edge {
 
     pub fn pop(&self) -> &str {
         &self.pop
+    }
+
+    /// True once the edge has applied every purge it missed (always, without a purge API).
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_caught_up(&self) {
+        if !self.caught_up.swap(true, Ordering::AcqRel) {
+            tracing::info!(pop = %self.pop, seq = self.purges.last_seq(), "caught up with the purge log");
+        }
     }
 }

@@ -23,6 +23,7 @@ use crate::key::CacheKey;
 use crate::memory::Lookup;
 use crate::node::Edge;
 use crate::policy::Usability;
+use crate::purge::Verdict;
 use crate::respond::{self, Precondition, evaluate_preconditions};
 use crate::upstream::{forward_headers, strip_conditionals};
 
@@ -36,6 +37,8 @@ pub async fn handle(
     let (parts, body) = req.into_parts();
     let (resp, state) = if parts.method == Method::GET || parts.method == Method::HEAD {
         edge.serve(&parts, peer).await
+    } else if parts.method.as_str() == "PURGE" {
+        (edge.purge_method(&parts), CacheState::Pass)
     } else {
         edge.pass(parts.clone(), body, peer).await
     };
@@ -450,8 +453,36 @@ impl Edge {
     /// verified and promoted (the memory tier's admission policy has the last word); a
     /// larger one stays on disk and is streamed from there. Returns the tier that answered.
     async fn lookup(&self, key: &CacheKey, headers: &HeaderMap) -> (Lookup, &'static str) {
+        let (found, tier) = self.find(key, headers).await;
+        let Lookup::Found(entry) = found else {
+            return (found, tier);
+        };
+        // Purge rules are checked here, so applying one never has to visit entries.
+        match self.purges.verdict(key, &entry) {
+            Verdict::Keep => (Lookup::Found(entry), tier),
+            Verdict::Stale => {
+                let stale = Arc::new(crate::purge::mark_stale(&entry, SystemTime::now()));
+                self.memory.store(key, stale.clone());
+                if let Some(disk) = self.disk.clone()
+                    && stale.disk.is_some()
+                {
+                    let entry = stale.clone();
+                    tokio::task::spawn_blocking(move || disk.update(&entry));
+                }
+                (Lookup::Found(stale), tier)
+            }
+            Verdict::Gone => {
+                self.invalidate(key);
+                (Lookup::Miss, tier)
+            }
+        }
+    }
+
+    async fn find(&self, key: &CacheKey, headers: &HeaderMap) -> (Lookup, &'static str) {
         let in_memory = self.memory.lookup(key, headers);
-        let Some(disk) = &self.disk else {
+        // Until every missed purge is applied, the disk tier may hold purged content.
+        let disk = self.disk.as_ref().filter(|_| self.caught_up());
+        let Some(disk) = disk else {
             return (in_memory, "memory");
         };
         if matches!(in_memory, Lookup::Found(_)) {
@@ -604,6 +635,44 @@ impl Edge {
         self.metrics
             .fetch(crate::metrics::FetchOutcome::Failed, 0.0);
         warn!(path, error = %err, "origin fetch failed");
+    }
+
+    /// The `PURGE` method: refused unless configured, since on a public port it lets anyone
+    /// empty the cache; when allowed, a hard purge of the request's URL on this node.
+    fn purge_method(self: &Arc<Self>, parts: &Parts) -> Response<Body> {
+        let mut status = CacheStatus::forward(Fwd::Bypass);
+        if !self.allow_purge_method {
+            status.detail = Some("purge-method-disabled");
+            let mut resp = self.error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "PURGE is disabled here; use the admin listener's POST /purge",
+                status,
+            );
+            resp.headers_mut().insert(
+                http::header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"),
+            );
+            warn!(uri = %parts.uri, "PURGE refused");
+            return resp;
+        }
+        let key = self.key_of(parts);
+        let request = edgecache_purge_api::PurgeRequest {
+            urls: vec![key.as_str().to_owned()],
+            ..Default::default()
+        };
+        self.apply_purge(&request, None, None);
+        self.invalidate(&key);
+        let mut resp = Response::new(Body::from("{\"purged\":true}\n"));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        respond::stamp(
+            resp.headers_mut(),
+            0,
+            status.render(&self.status_name, None),
+        );
+        resp
     }
 
     /// Drops every variant of `key` from both tiers.

@@ -12,7 +12,16 @@ use tracing::info;
 use crate::config::EdgeConfig;
 use crate::error::EdgeError;
 use crate::node::Edge;
+use crate::purge_sync::{self, Registration};
 use crate::{admin, proxy};
+use edgecache_purge_api::PurgeClient;
+
+fn local_addr(l: &TcpListener) -> Result<SocketAddr, EdgeError> {
+    l.local_addr().map_err(|source| EdgeError::Io {
+        context: "listener address".into(),
+        source,
+    })
+}
 
 /// Serves `listener` (public) and `admin` until `shutdown` completes, then finishes the
 /// requests in progress.
@@ -24,6 +33,24 @@ pub async fn run(
 ) -> Result<(), EdgeError> {
     let edge = Arc::new(Edge::new(&config)?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let (Some(api), Some(token)) = (&config.purge.api, &config.purge.token) {
+        let client = PurgeClient::new(api, token)
+            .map_err(|e| EdgeError::Config(format!("edge.purge.api: {e}")))?;
+        let me = Registration {
+            public_url: format!("http://{}", local_addr(&listener)?),
+            admin_url: admin_listener
+                .as_ref()
+                .map(|l| local_addr(l).map(|a| format!("http://{a}")))
+                .transpose()?,
+        };
+        tokio::spawn(purge_sync::follow(
+            edge.clone(),
+            client,
+            me,
+            config.purge.poll_wait.0,
+            stop_rx.clone(),
+        ));
+    }
     let admin_task = admin_listener.map(|l| {
         let app = admin::router(edge.clone());
         let mut rx = stop_rx.clone();
