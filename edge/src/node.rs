@@ -78,6 +78,11 @@ impl Edge {
         &self.pop
     }
 
+    /// True when the edge has a disk tier (whose content outlives a restart).
+    pub fn has_disk(&self) -> bool {
+        self.disk.is_some()
+    }
+
     /// True once the edge has applied every purge it missed (always, without a purge API).
     pub fn caught_up(&self) -> bool {
         self.caught_up.load(Ordering::Acquire)

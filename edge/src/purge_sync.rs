@@ -62,6 +62,13 @@ pub async fn follow(
         match poll {
             Ok(resp) => {
                 backoff = Duration::from_millis(250);
+                if !edge.caught_up() && !edge.has_disk() && since == 0 {
+                    // A memory-only edge starts empty: no purge from before it started can
+                    // name anything it holds, so it joins the log at its end.
+                    edge.purges.reset_seq(resp.last_seq);
+                    edge.mark_caught_up();
+                    continue;
+                }
                 if resp.last_seq < since {
                     // The log was reset: nothing says what changed, so everything goes.
                     warn!(pop = %pop, since, last_seq = resp.last_seq, "purge log reset; purging everything");
