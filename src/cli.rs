@@ -26,6 +26,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The whole CDN on one machine: origin, three PoPs, purge API, router.
+    Up(crate::up::UpArgs),
     /// Run an edge node (PoP): a shared HTTP cache in front of an origin.
     Edge(EdgeArgs),
     /// Run the static origin server.
@@ -138,6 +140,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
+            Command::Up(args) => crate::up::up(args).await,
             Command::Edge(args) => run_edge(args).await,
             Command::Origin(args) => run_origin(args).await,
             Command::PurgeApi(args) => run_purge_api(args).await,

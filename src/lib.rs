@@ -5,10 +5,13 @@
 //! - [`cli`]: commands and flags, and running each server until Ctrl-C / SIGTERM.
 //! - [`config`]: the `edgecache.toml` file (`[edge]`, `[origin]` tables).
 //! - [`telemetry`]: logging setup.
+//! - [`up`]: `edgecache up`, the whole CDN on one machine, supervised.
 //!
 //! The servers themselves live in the member crates: `edgecache-edge`,
 //! `edgecache-origin`, `edgecache-purge-api`.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod telemetry;
+pub mod up;
