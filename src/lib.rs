@@ -11,7 +11,6 @@
 //! `edgecache-origin`, `edgecache-purge-api`.
 
 pub mod cli;
-pub mod client;
 pub mod config;
 pub mod telemetry;
 pub mod up;
