@@ -35,7 +35,16 @@ pub async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    let (resp, state) = if parts.method == Method::GET || parts.method == Method::HEAD {
+    let (resp, state) = if parts.uri.path() == FALLBACK_JS_PATH && parts.method == Method::GET {
+        let mut resp = fallback_js();
+        let status = CacheStatus {
+            hit: true,
+            detail: Some("built-in"),
+            ..CacheStatus::default()
+        };
+        respond::stamp(resp.headers_mut(), 0, status.render(&edge.status_name, None));
+        (resp, CacheState::Hit)
+    } else if parts.method == Method::GET || parts.method == Method::HEAD {
         edge.serve(&parts, peer).await
     } else if parts.method.as_str() == "PURGE" {
         (edge.purge_method(&parts), CacheState::Pass)
@@ -692,6 +701,24 @@ impl Edge {
             &self.key_rules,
         )
     }
+}
+
+/// Where every edge serves the browser fallback script itself, so a page can load it even
+/// when the origin is slow.
+const FALLBACK_JS_PATH: &str = "/.edgecache/fallback.js";
+
+fn fallback_js() -> Response<Body> {
+    let mut resp = Response::new(Body::from(include_str!("../../assets/fallback.js")));
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/javascript; charset=utf-8"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    resp
 }
 
 /// A HEAD response describes the stored response when their validators and length agree

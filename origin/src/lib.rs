@@ -33,4 +33,4 @@ mod server;
 
 pub use config::{CacheRule, FINGERPRINTED, OriginConfig, TagRule, default_cache_rules};
 pub use error::OriginError;
-pub use server::{Origin, run};
+pub use server::{FALLBACK_JS, FALLBACK_JS_PATH, Origin, run};

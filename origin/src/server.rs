@@ -61,7 +61,10 @@ impl Origin {
 
     /// The service: every path and method goes to one handler.
     pub fn router(&self) -> Router {
-        Router::new().fallback(handle).with_state(self.clone())
+        Router::new()
+            .route(FALLBACK_JS_PATH, axum::routing::get(fallback_js))
+            .fallback(handle)
+            .with_state(self.clone())
     }
 
     /// Requests received so far, whatever their method or outcome.
@@ -73,6 +76,28 @@ impl Origin {
     pub fn root(&self) -> &Path {
         &self.inner.root
     }
+}
+
+/// Where the browser fallback script is served, by the origin and by every edge.
+pub const FALLBACK_JS_PATH: &str = "/.edgecache/fallback.js";
+
+/// The browser fallback script: assets that fail to load from an edge are loaded again
+/// from the origin.
+pub const FALLBACK_JS: &str = include_str!("../../assets/fallback.js");
+
+async fn fallback_js() -> impl axum::response::IntoResponse {
+    (
+        [
+            (
+                http::header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
+            (http::header::CACHE_CONTROL, "public, max-age=300"),
+            // Pages on edge hosts load it from the origin.
+            (http::header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        FALLBACK_JS,
+    )
 }
 
 /// Serves `config` on `listener` until `shutdown` completes, then drains open requests.
