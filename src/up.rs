@@ -319,8 +319,8 @@ fn print_table(args: &UpArgs, site: &Path) {
     println!();
     println!("edgecache is up: serving {}", site.display());
     println!();
-    println!("  {:<10} {:<26} {}", "part", "url", "admin");
-    println!("  {:<10} {:<26} {}", "origin", "http://127.0.0.1:8000", "");
+    println!("  {:<10} {:<26} admin", "part", "url");
+    println!("  {:<10} http://127.0.0.1:8000", "origin");
     for pop in POPS.iter().take(usize::from(args.pops)) {
         println!(
             "  {:<10} {:<26} http://{}:9080   ({})",
@@ -330,13 +330,10 @@ fn print_table(args: &UpArgs, site: &Path) {
             pop.city
         );
     }
+    println!("  {:<10} http://127.0.0.1:8070", "purge-api");
     println!(
-        "  {:<10} {:<26} {}",
-        "purge-api", "http://127.0.0.1:8070", ""
-    );
-    println!(
-        "  {:<10} {:<26} {}",
-        "router", "http://127.0.0.1:8053", "dns 127.0.0.1:5353, zone cdn.test"
+        "  {:<10} {:<26} dns 127.0.0.1:5353, zone cdn.test",
+        "router", "http://127.0.0.1:8053"
     );
     println!();
     println!("Try:");

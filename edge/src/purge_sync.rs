@@ -67,6 +67,10 @@ pub async fn follow(
                     // name anything it holds, so it joins the log at its end.
                     edge.purges.reset_seq(resp.last_seq);
                     edge.mark_caught_up();
+                    // Tell the API, or purges from before we started never complete.
+                    if let Err(e) = client.report_applied(&pop, resp.last_seq).await {
+                        warn!(pop = %pop, error = %e, "cannot report purge progress");
+                    }
                     continue;
                 }
                 if resp.last_seq < since {
