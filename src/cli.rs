@@ -36,6 +36,8 @@ pub enum Command {
     PurgeApi(PurgeApiArgs),
     /// Purge content from every PoP through the purge API.
     Purge(PurgeArgs),
+    /// Fetch a path through the nearest healthy PoP, falling back to the next, then the origin.
+    Get(crate::client::GetArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -145,6 +147,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Origin(args) => run_origin(args).await,
             Command::PurgeApi(args) => run_purge_api(args).await,
             Command::Purge(args) => run_purge(args).await,
+            Command::Get(args) => crate::client::get_command(args).await,
         }
     })
 }

@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`cli`]: commands and flags, and running each server until Ctrl-C / SIGTERM.
-//! - [`config`]: the `edgecache.toml` file (`[edge]`, `[origin]` tables).
+//! - [`client`]: the fallback client (`edgecache get`): nearest PoP, next PoP, origin.
+//! - [`config`]: the `edgecache.toml` file (`[edge]`, `[origin]`, `[purge_api]` tables).
 //! - [`telemetry`]: logging setup.
 //! - [`up`]: `edgecache up`, the whole CDN on one machine, supervised.
 //!
@@ -11,6 +12,7 @@
 //! `edgecache-origin`, `edgecache-purge-api`.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod telemetry;
 pub mod up;
