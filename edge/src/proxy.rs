@@ -42,7 +42,11 @@ pub async fn handle(
             detail: Some("built-in"),
             ..CacheStatus::default()
         };
-        respond::stamp(resp.headers_mut(), 0, status.render(&edge.status_name, None));
+        respond::stamp(
+            resp.headers_mut(),
+            0,
+            status.render(&edge.status_name, None),
+        );
         (resp, CacheState::Hit)
     } else if parts.method == Method::GET || parts.method == Method::HEAD {
         edge.serve(&parts, peer).await
