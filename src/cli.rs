@@ -36,6 +36,8 @@ pub enum Command {
     PurgeApi(PurgeApiArgs),
     /// Purge content from every PoP through the purge API.
     Purge(PurgeArgs),
+    /// The GeoIP router: HTTP routing API, 302 redirector and GeoDNS.
+    Route(crate::router::RouteArgs),
     /// Fetch a path through the nearest healthy PoP, falling back to the next, then the origin.
     Get(crate::client::GetArgs),
 }
@@ -148,6 +150,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::PurgeApi(args) => run_purge_api(args).await,
             Command::Purge(args) => run_purge(args).await,
             Command::Get(args) => crate::client::get_command(args).await,
+            Command::Route(args) => run_route(args).await,
         }
     })
 }
@@ -279,13 +282,36 @@ async fn run_purge(args: PurgeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn run_route(args: crate::router::RouteArgs) -> anyhow::Result<()> {
+    let file = load_optional(args.config.as_deref())?;
+    let config = crate::router::config_from(&args, file.router)?;
+    let http = bind(&config.listen, "router.listen").await?;
+    println!("listening on http://{}", http.local_addr()?);
+    let dns = match &config.dns_listen {
+        Some(addr) => {
+            // UDP first, then TCP on the same port, so port 0 gives one address for both.
+            let udp = tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("router.dns_listen: cannot listen on {addr}"))?;
+            let at = udp.local_addr()?;
+            let tcp = bind(&at.to_string(), "router.dns_listen").await?;
+            println!("dns on {at}");
+            Some((udp, tcp))
+        }
+        None => None,
+    };
+    crate::router::run(http, dns, config, shutdown_signal()).await?;
+    Ok(())
+}
+
 async fn bind(addr: &str, key: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("{key}: cannot listen on {addr}"))
 }
 
-/// Completes on Ctrl-C or SIGTERM.
+/// Completes on Ctrl-C or SIGTERM — or, for a child of `edgecache up` (which sets
+/// `EDGECACHE_SUPERVISED`), when that parent is gone, so no child outlives it.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -301,9 +327,24 @@ pub async fn shutdown_signal() {
     };
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
+    let orphaned = async {
+        #[cfg(unix)]
+        if std::env::var_os("EDGECACHE_SUPERVISED").is_some() {
+            let parent = std::os::unix::process::parent_id();
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                if std::os::unix::process::parent_id() != parent {
+                    tracing::warn!("supervisor gone");
+                    return;
+                }
+            }
+        }
+        std::future::pending::<()>().await
+    };
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+        () = orphaned => {}
     }
     tracing::info!("shutting down");
 }

@@ -16,6 +16,7 @@ pub struct FileConfig {
     pub edge: Option<EdgeConfig>,
     pub origin: Option<OriginConfig>,
     pub purge_api: Option<PurgeApiConfig>,
+    pub router: Option<crate::router::RouterConfig>,
 }
 
 impl FileConfig {

@@ -5,6 +5,7 @@
 //! - [`cli`]: commands and flags, and running each server until Ctrl-C / SIGTERM.
 //! - [`client`]: the fallback client (`edgecache get`): nearest PoP, next PoP, origin.
 //! - [`config`]: the `edgecache.toml` file (`[edge]`, `[origin]`, `[purge_api]` tables).
+//! - [`router`]: the GeoIP router (`edgecache route`): routing API, redirector, GeoDNS.
 //! - [`telemetry`]: logging setup.
 //! - [`up`]: `edgecache up`, the whole CDN on one machine, supervised.
 //!
@@ -14,5 +15,6 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod router;
 pub mod telemetry;
 pub mod up;

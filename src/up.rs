@@ -100,6 +100,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         Some(s) => absolute(s)?,
         None => write_demo(&data.join("site"))?,
     };
+    // Signals are watched from the start: a SIGTERM while children start must not kill
+    // `up` and orphan them.
+    let (signal_tx, mut signalled) = watch::channel(false);
+    tokio::spawn(async move {
+        crate::cli::shutdown_signal().await;
+        let _ = signal_tx.send(true);
+    });
     let exe = std::env::current_exe().context("cannot find the edgecache executable")?;
     let parts = plan(&args, &data, &site);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -119,18 +126,23 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut ready = 0;
     let started = tokio::time::timeout(Duration::from_secs(30), async {
         while ready < expected {
-            match ready_rx.recv().await {
-                Some(_) => ready += 1,
-                None => break,
+            tokio::select! {
+                r = ready_rx.recv() => match r {
+                    Some(_) => ready += 1,
+                    None => break,
+                },
+                _ = signalled.changed() => break,
             }
         }
     })
     .await;
-    if started.is_err() || ready < expected {
-        warn!(ready, expected, "not every part came up");
+    if !*signalled.borrow() {
+        if started.is_err() || ready < expected {
+            warn!(ready, expected, "not every part came up");
+        }
+        print_table(&args, &site);
+        let _ = signalled.wait_for(|s| *s).await;
     }
-    print_table(&args, &site);
-    crate::cli::shutdown_signal().await;
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
@@ -226,6 +238,7 @@ async fn supervise(
     loop {
         let mut child = match Command::new(&exe)
             .args(&part.args)
+            .env("EDGECACHE_SUPERVISED", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
