@@ -3,65 +3,14 @@
 mod support;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use edgecache_edge::config::HumanDuration;
-use edgecache_purge_api::{PurgeApiConfig, PurgeClient, PurgeRequest, PurgeStatus, run};
+use edgecache_purge_api::{PurgeClient, PurgeRequest, PurgeStatus};
+use support::purge::{PurgeService, TOKEN, follower};
 use support::{TestEdge, TestOrigin, header, resp};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-
-const TOKEN: &str = "purge-test-token";
 
 /// The `Host` of every request: part of the cache key, and of the key `PURGE` purges.
 const HOST: &str = "cdn.test";
-
-/// A purge API in this process, on 127.0.0.1:0, keeping its log in a directory of the test's.
-struct PurgeService {
-    url: String,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl PurgeService {
-    async fn start(data_dir: &Path) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let mut config = PurgeApiConfig::new(TOKEN, data_dir);
-        config.listen = "127.0.0.1:0".into();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            run(listener, config, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-        Self { url, stop, task }
-    }
-
-    fn client(&self) -> PurgeClient {
-        PurgeClient::with_http(support::client(), &self.url, TOKEN).unwrap()
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap();
-    }
-}
-
-/// An edge named `pop` following the purge API at `api` with 2-second long-polls.
-async fn follower(origin: &TestOrigin, api: &str, pop: &str) -> TestEdge {
-    let (api, pop) = (api.to_owned(), pop.to_owned());
-    TestEdge::start_with(&origin.url(), move |cfg| {
-        cfg.pop = pop;
-        cfg.purge.api = Some(api);
-        cfg.purge.token = Some(TOKEN.into());
-        cfg.purge.poll_wait = HumanDuration(Duration::from_secs(2));
-    })
-    .await
-}
 
 /// Polls `/stats` until the edge has caught up with the purge log at `seq`.
 async fn wait_caught_up(edge: &TestEdge, seq: u64) {
@@ -155,7 +104,7 @@ async fn each_purge_kind_reaches_every_edge_and_only_what_it_names() {
     let pops = ["pop-a", "pop-b", "pop-c"];
     let mut edges = Vec::new();
     for pop in pops {
-        edges.push(follower(&origin, &api.url, pop).await);
+        edges.push(follower(&origin, &api.url, pop, None).await);
     }
     for edge in &edges {
         wait_caught_up(edge, 0).await;
@@ -298,7 +247,7 @@ async fn soft_purge_within_stale_while_revalidate_serves_stale_and_revalidates_o
         )
     })
     .await;
-    let edge = follower(&origin, &api.url, "soft").await;
+    let edge = follower(&origin, &api.url, "soft", None).await;
     wait_caught_up(&edge, 0).await;
     let old = expect_miss(&edge, "soft", "/theme.css").await;
     expect_hit(&edge, "soft", "/theme.css", &old).await;
@@ -368,7 +317,7 @@ async fn soft_purge_without_stale_while_revalidate_revalidates_before_serving() 
         }
     })
     .await;
-    let edge = follower(&origin, &api.url, "soft").await;
+    let edge = follower(&origin, &api.url, "soft", None).await;
     wait_caught_up(&edge, 0).await;
     let old = expect_miss(&edge, "soft", "/theme.css").await;
     expect_hit(&edge, "soft", "/theme.css", &old).await;
@@ -436,7 +385,7 @@ async fn bad_tokens_and_malformed_bodies_change_nothing() {
     let api = PurgeService::start(data.path()).await;
     let client = api.client();
     let origin = numbered_origin().await;
-    let edge = follower(&origin, &api.url, "guard").await;
+    let edge = follower(&origin, &api.url, "guard", None).await;
     wait_caught_up(&edge, 0).await;
     let first = client
         .purge(&PurgeRequest {

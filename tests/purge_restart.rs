@@ -2,69 +2,16 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use edgecache_edge::config::HumanDuration;
-use edgecache_purge_api::{PurgeApiConfig, PurgeClient, PurgeRequest, PurgeStatus, run};
+use edgecache_purge_api::{PurgeClient, PurgeRequest, PurgeStatus};
+use support::purge::{PurgeService, follower};
 use support::{TestEdge, TestOrigin, header, resp};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-
-const TOKEN: &str = "purge-test-token";
 
 /// The `Host` of every request: it is part of the cache key, and a restarted edge listens on
 /// a new port, so its disk tier's keys match only through a fixed `Host`.
 const HOST: &str = "cdn.test";
-
-/// A purge API in this process, on 127.0.0.1:0, keeping its log in a directory of the test's.
-struct PurgeService {
-    url: String,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl PurgeService {
-    async fn start(data_dir: &Path) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let mut config = PurgeApiConfig::new(TOKEN, data_dir);
-        config.listen = "127.0.0.1:0".into();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            run(listener, config, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-        Self { url, stop, task }
-    }
-
-    fn client(&self) -> PurgeClient {
-        PurgeClient::with_http(support::client(), &self.url, TOKEN).unwrap()
-    }
-
-    /// Stops the service and waits until it has let go of its data dir.
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap();
-    }
-}
-
-/// An edge named `pop` following the purge API at `api`, with a disk tier in `disk`.
-async fn follower(origin: &TestOrigin, api: &str, pop: &str, disk: Option<&Path>) -> TestEdge {
-    let (api, pop) = (api.to_owned(), pop.to_owned());
-    let disk = disk.map(Path::to_path_buf);
-    TestEdge::start_with(&origin.url(), move |cfg| {
-        cfg.pop = pop;
-        cfg.disk.dir = disk;
-        cfg.purge.api = Some(api);
-        cfg.purge.token = Some(TOKEN.into());
-        cfg.purge.poll_wait = HumanDuration(Duration::from_secs(2));
-    })
-    .await
-}
 
 /// Polls `/stats` until `ready` holds (at most 10 s) and returns the stats that satisfied it.
 async fn wait_for_stats(
