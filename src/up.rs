@@ -321,11 +321,16 @@ fn write_demo(dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
-    Ok(if p.is_absolute() {
+    let joined = if p.is_absolute() {
         p.to_path_buf()
     } else {
         std::env::current_dir()?.join(p)
-    })
+    };
+    // `./edgecache-data` reads better without the `.`.
+    Ok(joined
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect())
 }
 
 fn print_table(args: &UpArgs, site: &Path) {
