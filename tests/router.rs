@@ -1,9 +1,12 @@
 //! The GeoIP router over HTTP: `/v1/route` for every kind of client location, redirects,
 //! and PoPs leaving and rejoining as their health servers die and come back.
 
-use std::net::{IpAddr, SocketAddr};
+mod support;
+
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use support::health::HealthServer;
 
 use edgecache::router::{self, PopConfig, RouterConfig, RouterError};
 use mmdb_writer::ipnet::IpNet;
@@ -13,62 +16,6 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-
-/// A `/healthz` server that can be killed and restarted on the same address.
-struct HealthServer {
-    addr: SocketAddr,
-    task: Option<JoinHandle<()>>,
-}
-
-impl HealthServer {
-    async fn start(ip: &str) -> HealthServer {
-        let listener = TcpListener::bind((ip, 0)).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        HealthServer {
-            addr,
-            task: Some(serve_health(listener)),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn kill(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-
-    async fn restart(&mut self) {
-        // The aborted server drops its listener on its next poll: retry the bind briefly.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            match TcpListener::bind(self.addr).await {
-                Ok(l) => break l,
-                Err(err) if Instant::now() < deadline => {
-                    eprintln!("rebinding {}: {err}", self.addr);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(err) => panic!("cannot rebind {}: {err}", self.addr),
-            }
-        };
-        self.task = Some(serve_health(listener));
-    }
-}
-
-impl Drop for HealthServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn serve_health(listener: TcpListener) -> JoinHandle<()> {
-    let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    })
-}
 
 /// Three PoPs on their own loopback addresses, as `edgecache up` runs them. `eu-west` is
 /// probed on a separate admin listener; the others on their public URL.

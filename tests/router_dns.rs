@@ -1,8 +1,11 @@
 //! GeoDNS over real UDP and TCP sockets: nearest PoP by source address or EDNS Client
 //! Subnet, TTL, refusals, garbage, and PoPs leaving and coming back.
 
+mod support;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
+use support::health::HealthServer;
 
 use edgecache::router::{self, RouterConfig, RouterError};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
@@ -22,62 +25,6 @@ const AP: Ipv4Addr = Ipv4Addr::new(127, 0, 3, 1);
 const ORIGIN: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 5);
 /// A PoP reachable only over IPv6 (never contacted: its health is probed on IPv4 loopback).
 const V6_POP: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
-
-/// A `/healthz` server that can be killed and restarted on the same address.
-struct HealthServer {
-    addr: SocketAddr,
-    task: Option<JoinHandle<()>>,
-}
-
-impl HealthServer {
-    async fn start(ip: Ipv4Addr) -> HealthServer {
-        let listener = TcpListener::bind((ip, 0)).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        HealthServer {
-            addr,
-            task: Some(serve_health(listener)),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn kill(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-
-    async fn restart(&mut self) {
-        // The aborted server drops its listener on its next poll: retry the bind briefly.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            match TcpListener::bind(self.addr).await {
-                Ok(l) => break l,
-                Err(err) if Instant::now() < deadline => {
-                    eprintln!("rebinding {}: {err}", self.addr);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(err) => panic!("cannot rebind {}: {err}", self.addr),
-            }
-        };
-        self.task = Some(serve_health(listener));
-    }
-}
-
-impl Drop for HealthServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn serve_health(listener: TcpListener) -> JoinHandle<()> {
-    let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    })
-}
 
 struct Setup {
     pops: Vec<HealthServer>,

@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests: a closure origin, an edge, both on 127.0.0.1:0.
 #![allow(dead_code)]
 
+pub mod health;
 pub mod purge;
 
 use std::net::SocketAddr;
