@@ -31,9 +31,7 @@ async fn main() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let mut edge = EdgeConfig {
             pop: pop.into(),
-            origins: vec![OriginEntry {
-                url: "http://127.0.0.1:9".into(),
-            }],
+            origins: vec![OriginEntry::http("http://127.0.0.1:9")],
             ..EdgeConfig::default()
         };
         edge.purge.api = Some(format!("http://{api_addr}"));

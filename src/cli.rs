@@ -160,9 +160,7 @@ pub fn edge_config(args: &EdgeArgs) -> anyhow::Result<EdgeConfig> {
     let file = load_optional(args.config.as_deref())?;
     let mut config = file.edge.unwrap_or_default();
     if let Some(origin) = &args.origin {
-        config.origins = vec![OriginEntry {
-            url: origin.clone(),
-        }];
+        config.origins = vec![OriginEntry::http(origin.clone())];
     }
     if let Some(listen) = &args.listen {
         config.listen.clone_from(listen);

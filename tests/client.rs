@@ -429,7 +429,7 @@ impl PortEdge {
         let config = EdgeConfig {
             listen: addr.to_string(),
             pop: pop.into(),
-            origins: vec![OriginEntry { url: origin.into() }],
+            origins: vec![OriginEntry::http(origin)],
             ..EdgeConfig::default()
         };
         let (stop, stopped) = oneshot::channel::<()>();

@@ -415,7 +415,7 @@ async fn a_directory_in_use_by_a_running_edge_is_left_alone() {
     // old process's drain. Refusing to start, or starting without the tier, are both fine;
     // taking the directory from under the running edge is not.
     let mut config = EdgeConfig {
-        origins: vec![edgecache_edge::config::OriginEntry { url: origin.url() }],
+        origins: vec![edgecache_edge::config::OriginEntry::http(origin.url())],
         ..EdgeConfig::default()
     };
     config.disk.dir = Some(dir.path().to_path_buf());

@@ -45,12 +45,108 @@ impl Default for EdgeConfig {
     }
 }
 
-/// One origin.
-#[derive(Debug, Clone, Deserialize)]
+/// One origin: an HTTP(S) server (`url`) or an S3-style bucket (`s3`), exactly one of them.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OriginEntry {
     /// Base URL of an HTTP(S) origin, e.g. `http://127.0.0.1:8000`.
-    pub url: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    /// An S3-style bucket.
+    #[serde(default)]
+    pub s3: Option<S3Origin>,
+    /// How long the origin is skipped after failing 3 times in a row before live traffic
+    /// probes it again. Default 10 s.
+    #[serde(default)]
+    pub retry_after: Option<HumanDuration>,
+}
+
+impl OriginEntry {
+    /// An HTTP(S) origin at `url`.
+    pub fn http(url: impl Into<String>) -> Self {
+        Self {
+            url: Some(url.into()),
+            ..Self::default()
+        }
+    }
+
+    /// An S3-style origin.
+    pub fn s3(s3: S3Origin) -> Self {
+        Self {
+            s3: Some(s3),
+            ..Self::default()
+        }
+    }
+
+    /// How long the origin is skipped after repeated failures.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after.map_or(Duration::from_secs(10), |d| d.0)
+    }
+}
+
+/// An S3-style bucket as an origin. Without `access_key_id` / `secret_access_key` the
+/// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (/ `AWS_SESSION_TOKEN`) environment is used,
+/// and without either, requests go unsigned (a public bucket).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Origin {
+    /// e.g. `https://s3.eu-west-1.amazonaws.com` or `http://127.0.0.1:9000`.
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    /// `{endpoint}/{bucket}/{key}` when true, `{bucket}.{endpoint host}/{key}` when false.
+    #[serde(default = "default_true")]
+    pub path_style: bool,
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// The key served for `/` and for paths ending in `/`.
+    #[serde(default = "default_index")]
+    pub index: String,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_index() -> String {
+    "index.html".into()
+}
+
+impl S3Origin {
+    /// A bucket with defaults: path-style, no credentials in the config, `index.html`.
+    pub fn new(
+        endpoint: impl Into<String>,
+        bucket: impl Into<String>,
+        region: impl Into<String>,
+    ) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            bucket: bucket.into(),
+            region: region.into(),
+            path_style: true,
+            access_key_id: None,
+            secret_access_key: None,
+            index: default_index(),
+        }
+    }
+}
+
+// Credentials stay out of logs and error messages, even when a whole config is printed.
+impl fmt::Debug for S3Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| "<hidden>");
+        f.debug_struct("S3Origin")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .field("access_key_id", &hidden(&self.access_key_id))
+            .field("secret_access_key", &hidden(&self.secret_access_key))
+            .field("index", &self.index)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -204,21 +300,7 @@ impl EdgeConfig {
             return bad("edge.origins", "at least one origin is required".into());
         }
         for (i, o) in self.origins.iter().enumerate() {
-            match reqwest::Url::parse(&o.url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                Ok(_) => {
-                    return bad(
-                        &format!("edge.origins[{i}].url"),
-                        format!("{:?} must be an http:// or https:// URL", o.url),
-                    );
-                }
-                Err(e) => {
-                    return bad(
-                        &format!("edge.origins[{i}].url"),
-                        format!("{:?}: {e}", o.url),
-                    );
-                }
-            }
+            validate_origin(&format!("edge.origins[{i}]"), o).map_err(EdgeError::Config)?;
         }
         if let Some(api) = &self.purge.api {
             match reqwest::Url::parse(api) {
@@ -252,6 +334,76 @@ impl EdgeConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// Checks one `[[edge.origins]]` entry; the error starts with the bad key.
+fn validate_origin(key: &str, o: &OriginEntry) -> Result<(), String> {
+    let http_url = |sub: &str, url: &str| match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
+        Ok(_) => Err(format!(
+            "{key}.{sub}: {url:?} must be an http:// or https:// URL"
+        )),
+        Err(e) => Err(format!("{key}.{sub}: {url:?}: {e}")),
+    };
+    if o.retry_after.is_some_and(|d| d.0.is_zero()) {
+        return Err(format!("{key}.retry_after: must be more than 0"));
+    }
+    match (&o.url, &o.s3) {
+        (Some(_), Some(_)) => Err(format!("{key}: set one of url and s3, not both")),
+        (None, None) => Err(format!("{key}: set url (an HTTP origin) or s3 (a bucket)")),
+        (Some(url), None) => http_url("url", url).map(drop),
+        (None, Some(s3)) => {
+            let endpoint = http_url("s3.endpoint", &s3.endpoint)?;
+            if endpoint.query().is_some() {
+                return Err(format!("{key}.s3.endpoint: must not have a query"));
+            }
+            let bucket_ok = (3..=63).contains(&s3.bucket.len())
+                && s3.bucket.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                });
+            if !bucket_ok {
+                return Err(format!(
+                    "{key}.s3.bucket: {:?} is not a bucket name (3-63 of a-z, 0-9, '-', '.')",
+                    s3.bucket
+                ));
+            }
+            if !s3.path_style
+                && endpoint
+                    .host_str()
+                    .is_some_and(|h| h.parse::<std::net::IpAddr>().is_ok() || h.starts_with('['))
+            {
+                return Err(format!(
+                    "{key}.s3.path_style: false needs an endpoint with a host name, not an IP address"
+                ));
+            }
+            if s3.region.is_empty() {
+                return Err(format!("{key}.s3.region: must not be empty"));
+            }
+            match (&s3.access_key_id, &s3.secret_access_key) {
+                (Some(_), None) => {
+                    return Err(format!(
+                        "{key}.s3.secret_access_key: required with access_key_id"
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(format!(
+                        "{key}.s3.access_key_id: required with secret_access_key"
+                    ));
+                }
+                (Some(id), Some(_)) if id.is_empty() => {
+                    return Err(format!("{key}.s3.access_key_id: must not be empty"));
+                }
+                _ => {}
+            }
+            if s3.index.is_empty() || s3.index.starts_with('/') {
+                return Err(format!(
+                    "{key}.s3.index: {:?} must be a key such as \"index.html\"",
+                    s3.index
+                ));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -386,15 +538,66 @@ mod tests {
         let mut c = EdgeConfig::default();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("edge.origins"), "{err}");
-        c.origins.push(OriginEntry {
-            url: "ftp://x".into(),
-        });
+        c.origins.push(OriginEntry::http("ftp://x"));
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("edge.origins[0].url"), "{err}");
-        c.origins[0].url = "http://127.0.0.1:8000".into();
+        c.origins[0].url = Some("http://127.0.0.1:8000".into());
         c.validate().unwrap();
         c.pop = "bad pop".into();
         assert!(c.validate().unwrap_err().to_string().contains("edge.pop"));
+    }
+
+    #[test]
+    fn origins_need_exactly_one_of_url_and_s3() {
+        let mut c = EdgeConfig::default();
+        c.origins.push(OriginEntry::http("http://127.0.0.1:8000"));
+        c.origins.push(OriginEntry::default());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("edge.origins[1]: set url"), "{err}");
+        c.origins[1] = OriginEntry::s3(S3Origin::new(
+            "http://127.0.0.1:9000",
+            "assets",
+            "us-east-1",
+        ));
+        c.validate().unwrap();
+        c.origins[1].url = Some("http://127.0.0.1:8001".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("edge.origins[1]: set one of url and s3"),
+            "{err}"
+        );
+        c.origins[1].url = None;
+        c.origins[1].s3.as_mut().unwrap().bucket = "No_Such".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("edge.origins[1].s3.bucket"), "{err}");
+        c.origins[1].s3.as_mut().unwrap().bucket = "assets".into();
+        c.origins[1].s3.as_mut().unwrap().access_key_id = Some("AKID".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("edge.origins[1].s3.secret_access_key"),
+            "{err}"
+        );
+        c.origins[1].retry_after = Some(HumanDuration(Duration::ZERO));
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("edge.origins[1].retry_after"), "{err}");
+    }
+
+    #[test]
+    fn s3_origin_from_toml_hides_the_secret() {
+        let c: EdgeConfig = toml::from_str(
+            r#"
+            [[origins]]
+            s3 = { endpoint = "http://127.0.0.1:9000", bucket = "assets", region = "us-east-1", access_key_id = "AKIDEXAMPLE", secret_access_key = "very-secret-key" }
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let s3 = c.origins[0].s3.as_ref().unwrap();
+        assert!(s3.path_style);
+        assert_eq!(s3.index, "index.html");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("very-secret-key"), "{debug}");
+        assert!(!debug.contains("AKIDEXAMPLE"), "{debug}");
     }
 
     #[test]

@@ -1,34 +1,103 @@
 //! The origin client: a pooled reqwest client with connect, first-byte, idle and total
-//! timeouts, and the rules for which request headers travel to the origin.
+//! timeouts, failover across the configured origins, and the rules for which request
+//! headers travel to the origin.
+//!
+//! - [`failover`]: per-origin health (skip after repeated failures, half-open probes).
+//! - [`s3`]: S3-style bucket origins (object URLs, SigV4).
+
+pub mod failover;
+pub mod s3;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
 
 use http::header::{HOST, HeaderName, HeaderValue};
 use http::{HeaderMap, Method};
+use tracing::{info, warn};
 
-use crate::config::{EdgeConfig, TimeoutConfig};
+use crate::config::{EdgeConfig, OriginEntry, TimeoutConfig};
 use crate::entry::is_hop_by_hop;
 use crate::error::{EdgeError, UpstreamError};
+use failover::OriginHealth;
+use s3::S3Target;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// A client for the configured origin.
+/// A client for the configured origins.
 #[derive(Clone)]
 pub struct Upstream {
     client: reqwest::Client,
-    /// Origin base URL without a trailing slash, e.g. `http://127.0.0.1:8000` or
-    /// `https://assets.example.com/static`.
-    base: String,
+    origins: Arc<[Origin]>,
     timeouts: TimeoutConfig,
+}
+
+/// One configured origin and its health.
+struct Origin {
+    target: Target,
+    health: OriginHealth,
+    /// How logs name it: its URL without credentials.
+    label: String,
+}
+
+enum Target {
+    /// Base URL without a trailing slash, e.g. `http://127.0.0.1:8000` or
+    /// `https://assets.example.com/static`.
+    Http {
+        base: String,
+    },
+    S3(S3Target),
+}
+
+/// Why an attempt counts as a failure of its origin, for logs.
+fn failure_reason(outcome: &Result<reqwest::Response, UpstreamError>) -> Option<String> {
+    match outcome {
+        Ok(r) if r.status().is_server_error() => Some(format!("status {}", r.status().as_u16())),
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+impl Origin {
+    fn new(i: usize, entry: &OriginEntry) -> Result<Self, EdgeError> {
+        let bad = |why: String| EdgeError::Config(format!("edge.origins[{i}]: {why}"));
+        let (target, label) = match (&entry.url, &entry.s3) {
+            (Some(url), None) => {
+                let label = match reqwest::Url::parse(url) {
+                    Ok(mut u) => {
+                        let _ = u.set_password(None);
+                        let _ = u.set_username("");
+                        u.to_string().trim_end_matches('/').to_owned()
+                    }
+                    Err(e) => return Err(bad(format!("url: {e}"))),
+                };
+                let base = url.trim_end_matches('/').to_owned();
+                (Target::Http { base }, label)
+            }
+            (None, Some(s3)) => {
+                let target = S3Target::new(s3, |name| std::env::var(name).ok()).map_err(bad)?;
+                let label = target.label().to_owned();
+                (Target::S3(target), label)
+            }
+            _ => return Err(bad("set exactly one of url and s3".into())),
+        };
+        Ok(Self {
+            target,
+            health: OriginHealth::new(entry.retry_after()),
+            label,
+        })
+    }
 }
 
 impl Upstream {
     pub fn new(config: &EdgeConfig) -> Result<Self, EdgeError> {
-        let origin = config.origins.first().ok_or_else(|| {
-            EdgeError::Config("edge.origins: at least one origin is required".into())
-        })?;
+        if config.origins.is_empty() {
+            return Err(EdgeError::Config(
+                "edge.origins: at least one origin is required".into(),
+            ));
+        }
         let t = &config.timeouts;
         let client = reqwest::Client::builder()
             .connect_timeout(t.connect.0)
@@ -40,15 +109,29 @@ impl Upstream {
             .pool_idle_timeout(t.pool_idle.0)
             .tcp_nodelay(true)
             .build()
-            .map_err(|e| EdgeError::Config(format!("edge.origins[0]: cannot build client: {e}")))?;
+            .map_err(|e| EdgeError::Config(format!("edge.origins: cannot build client: {e}")))?;
+        let origins = config
+            .origins
+            .iter()
+            .enumerate()
+            .map(|(i, o)| Origin::new(i, o))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             client,
-            base: origin.url.trim_end_matches('/').to_owned(),
+            origins: origins.into(),
             timeouts: t.clone(),
         })
     }
 
     /// Sends a request for `path_and_query` and waits for the response head.
+    ///
+    /// A GET or HEAD without a body goes to the origins in order, skipping those being
+    /// rested after repeated failures, and moves on after a connect error, timeout, broken
+    /// response or 5xx. Nothing has reached the client yet, so this is safe; once the head
+    /// is returned there is no retry. If every origin fails, the last outcome is returned
+    /// (a 5xx response stays a response, for `stale-if-error`). Other methods go to the first
+    /// origin not being skipped, once. When every origin is being skipped, they are tried
+    /// anyway: a request refused without trying helps nobody.
     pub async fn send(
         &self,
         method: Method,
@@ -56,16 +139,91 @@ impl Upstream {
         headers: HeaderMap,
         body: Option<reqwest::Body>,
     ) -> Result<reqwest::Response, UpstreamError> {
-        let url = format!("{}{}", self.base, path_and_query);
-        let mut req = self.client.request(method, url).headers(headers);
-        if let Some(body) = body {
-            req = req.body(body);
+        let retryable = matches!(method, Method::GET | Method::HEAD) && body.is_none();
+        let mut request = Some((headers, body));
+        let mut last = None;
+        for pass in [true, false] {
+            // The second pass, ignoring health, runs only when the first tried nothing.
+            for (i, origin) in self.origins.iter().enumerate() {
+                if pass && !origin.health.admit(Instant::now()) {
+                    continue;
+                }
+                let more = retryable && i + 1 < self.origins.len();
+                let Some((headers, body)) = (if more {
+                    request.as_ref().map(|(h, _)| (h.clone(), None))
+                } else {
+                    request.take()
+                }) else {
+                    break;
+                };
+                let outcome = self
+                    .send_to(origin, method.clone(), path_and_query, headers, body)
+                    .await;
+                let Some(reason) = failure_reason(&outcome) else {
+                    if origin.health.record_success() {
+                        info!(origin = %origin.label, "origin recovered");
+                    }
+                    return outcome;
+                };
+                if origin.health.record_failure(Instant::now()) {
+                    warn!(
+                        origin = %origin.label,
+                        failures = failover::FAILURE_THRESHOLD,
+                        retry_after_ms = origin.health.retry_after().as_millis() as u64,
+                        "origin failing; skipping it until the retry time"
+                    );
+                }
+                if !more {
+                    return outcome;
+                }
+                warn!(
+                    origin = %origin.label,
+                    next = %self.origins[i + 1].label,
+                    method = %method,
+                    path = %path_and_query,
+                    reason = %reason,
+                    "origin failed before any response byte; failing over"
+                );
+                last = Some(outcome);
+            }
+            if last.is_some() || request.is_none() {
+                break;
+            }
         }
+        last.unwrap_or_else(|| Err(UpstreamError::Connect("no origin could be tried".into())))
+    }
+
+    /// One attempt at one origin, bounded by the first-byte timeout.
+    async fn send_to(
+        &self,
+        origin: &Origin,
+        method: Method,
+        path_and_query: &str,
+        headers: HeaderMap,
+        body: Option<reqwest::Body>,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let limit = self.timeouts.first_byte.0;
-        match tokio::time::timeout(limit, req.send()).await {
+        let attempt = async {
+            match &origin.target {
+                Target::Http { base } => {
+                    let url = format!("{base}{path_and_query}");
+                    let mut req = self.client.request(method, url).headers(headers);
+                    if let Some(body) = body {
+                        req = req.body(body);
+                    }
+                    req.send()
+                        .await
+                        .map_err(|e| UpstreamError::from_reqwest(&e))
+                }
+                Target::S3(s3) => {
+                    s3.send(&self.client, method, path_and_query, &headers)
+                        .await
+                }
+            }
+        };
+        match tokio::time::timeout(limit, attempt).await {
             Err(_) => Err(UpstreamError::FirstByteTimeout(limit)),
-            Ok(Err(e)) => Err(UpstreamError::from_reqwest(&e)),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(result) => result,
         }
     }
 }

@@ -139,9 +139,7 @@ impl TestEdge {
             listen: "127.0.0.1:0".into(),
             admin: "127.0.0.1:0".into(),
             pop: "test".into(),
-            origins: vec![OriginEntry {
-                url: origin_url.into(),
-            }],
+            origins: vec![OriginEntry::http(origin_url)],
             ..EdgeConfig::default()
         };
         tweak(&mut config);
