@@ -109,6 +109,9 @@ pub struct EdgeArgs {
     /// Memory tier size, e.g. 256MiB.
     #[arg(long)]
     pub memory_size: Option<ByteSize>,
+    /// A parent PoP (shield) to fetch misses from before the origin.
+    #[arg(long)]
+    pub parent: Option<String>,
     /// Directory of the disk tier (enables it).
     #[arg(long)]
     pub disk_dir: Option<PathBuf>,
@@ -173,6 +176,9 @@ pub fn edge_config(args: &EdgeArgs) -> anyhow::Result<EdgeConfig> {
     }
     if let Some(size) = args.memory_size {
         config.memory.size = size;
+    }
+    if let Some(parent) = &args.parent {
+        config.parent = Some(parent.clone());
     }
     if let Some(dir) = &args.disk_dir {
         config.disk.dir = Some(dir.clone());

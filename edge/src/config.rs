@@ -21,6 +21,9 @@ pub struct EdgeConfig {
     pub pop: String,
     /// Origins, tried in order.
     pub origins: Vec<OriginEntry>,
+    /// A parent PoP (shield): misses go there first (it caches too), then to the origins
+    /// if it fails.
+    pub parent: Option<String>,
     pub memory: MemoryConfig,
     /// The disk tier; off unless `dir` is set.
     pub disk: DiskConfig,
@@ -36,6 +39,7 @@ impl Default for EdgeConfig {
             admin: "127.0.0.1:9080".into(),
             pop: "local".into(),
             origins: Vec::new(),
+            parent: None,
             memory: MemoryConfig::default(),
             disk: DiskConfig::default(),
             cache: CacheConfig::default(),
@@ -301,6 +305,24 @@ impl EdgeConfig {
         }
         for (i, o) in self.origins.iter().enumerate() {
             validate_origin(&format!("edge.origins[{i}]"), o).map_err(EdgeError::Config)?;
+        }
+        if let Some(parent) = &self.parent {
+            match reqwest::Url::parse(parent) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {
+                    let own = format!(
+                        "{}:{}",
+                        u.host_str().unwrap_or(""),
+                        u.port_or_known_default().unwrap_or(0)
+                    );
+                    if own == self.listen || format!("[{}]", own) == self.listen {
+                        return bad(
+                            "edge.parent",
+                            format!("{parent:?} is this edge itself: a loop"),
+                        );
+                    }
+                }
+                _ => return bad("edge.parent", format!("{parent:?} must be an http(s) URL")),
+            }
         }
         if let Some(api) = &self.purge.api {
             match reqwest::Url::parse(api) {

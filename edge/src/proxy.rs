@@ -35,7 +35,19 @@ pub async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    let (resp, state) = if parts.uri.path() == FALLBACK_JS_PATH && parts.method == Method::GET {
+    let (resp, state) = if edge.is_loop(&parts.headers) {
+        let status = CacheStatus {
+            detail: Some("loop"),
+            ..CacheStatus::forward(Fwd::Bypass)
+        };
+        warn!(uri = %parts.uri, "request came back through this edge: loop");
+        let resp = edge.error_response(
+            StatusCode::LOOP_DETECTED,
+            "forwarding loop: this edge already forwarded this request",
+            status,
+        );
+        (resp, CacheState::Error)
+    } else if parts.uri.path() == FALLBACK_JS_PATH && parts.method == Method::GET {
         let mut resp = fallback_js();
         let status = CacheStatus {
             hit: true,
@@ -141,7 +153,7 @@ impl Edge {
         req_cc: &CacheControl,
         peer: SocketAddr,
     ) -> (Response<Body>, CacheState) {
-        let mut headers = forward_headers(&parts.headers, Some(peer));
+        let mut headers = forward_headers(&parts.headers, Some(peer), &self.status_name);
         strip_conditionals(&mut headers);
         let path = path_and_query(parts);
         let request_time = SystemTime::now();
@@ -361,7 +373,7 @@ impl Edge {
         fwd: Fwd,
         peer: SocketAddr,
     ) -> (Response<Body>, CacheState) {
-        let mut headers = forward_headers(&parts.headers, Some(peer));
+        let mut headers = forward_headers(&parts.headers, Some(peer), &self.status_name);
         strip_conditionals(&mut headers);
         let path = path_and_query(parts);
         let started = Instant::now();
@@ -411,7 +423,7 @@ impl Edge {
         stale: Option<Arc<CachedResponse>>,
         peer: SocketAddr,
     ) -> FetchRequest {
-        let mut headers = forward_headers(&parts.headers, Some(peer));
+        let mut headers = forward_headers(&parts.headers, Some(peer), &self.status_name);
         strip_conditionals(&mut headers);
         FetchRequest {
             path_and_query: path_and_query(parts).to_owned(),
@@ -531,7 +543,7 @@ impl Edge {
         body: Body,
         peer: SocketAddr,
     ) -> (Response<Body>, CacheState) {
-        let headers = forward_headers(&parts.headers, Some(peer));
+        let headers = forward_headers(&parts.headers, Some(peer), &self.status_name);
         let path = path_and_query(&parts);
         let upstream_body = reqwest::Body::wrap_stream(body.into_data_stream());
         let started = Instant::now();
@@ -686,6 +698,17 @@ impl Edge {
             status.render(&self.status_name, None),
         );
         resp
+    }
+
+    /// True when this edge's own `Via` token is already on the request: it went round a
+    /// loop of parents.
+    fn is_loop(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get_all(http::header::VIA)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|hop| hop.split_whitespace().nth(1) == Some(self.status_name.as_str()))
     }
 
     /// Drops every variant of `key` from both tiers.

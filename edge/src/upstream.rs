@@ -110,12 +110,16 @@ impl Upstream {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| EdgeError::Config(format!("edge.origins: cannot build client: {e}")))?;
-        let origins = config
+        let mut origins = config
             .origins
             .iter()
             .enumerate()
             .map(|(i, o)| Origin::new(i, o))
             .collect::<Result<Vec<_>, _>>()?;
+        // A parent PoP comes first; failing, the origins take over like any failover.
+        if let Some(parent) = &config.parent {
+            origins.insert(0, Origin::new(0, &OriginEntry::http(parent.clone()))?);
+        }
         Ok(Self {
             client,
             origins: origins.into(),
@@ -231,7 +235,7 @@ impl Upstream {
 /// Headers of a client request as they go to the origin: no hop-by-hop fields, no `Host`
 /// (the origin's own host is used, the client's travels as `X-Forwarded-Host`), and the
 /// forwarding chain extended.
-pub fn forward_headers(client: &HeaderMap, peer: Option<SocketAddr>) -> HeaderMap {
+pub fn forward_headers(client: &HeaderMap, peer: Option<SocketAddr>, via_name: &str) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(client.len() + 3);
     let connection_listed: Vec<String> = client
         .get_all(http::header::CONNECTION)
@@ -255,8 +259,8 @@ pub fn forward_headers(client: &HeaderMap, peer: Option<SocketAddr>) -> HeaderMa
     // RFC 9110 §7.6.3: every proxy adds itself to Via (and it lets a tier of edgecache
     // nodes see loops).
     let via = match out.get(http::header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, 1.1 edgecache"),
-        None => "1.1 edgecache".to_owned(),
+        Some(prev) => format!("{prev}, 1.1 {via_name}"),
+        None => format!("1.1 {via_name}"),
     };
     if let Ok(v) = HeaderValue::from_str(&via) {
         out.insert(http::header::VIA, v);
@@ -308,13 +312,13 @@ mod tests {
         h.insert("host", HeaderValue::from_static("cdn.test"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("accept", HeaderValue::from_static("*/*"));
-        let out = forward_headers(&h, Some("127.0.0.9:1234".parse().unwrap()));
+        let out = forward_headers(&h, Some("127.0.0.9:1234".parse().unwrap()), "edgecache-x");
         assert!(!out.contains_key("x-private"));
         assert!(!out.contains_key("keep-alive"));
         assert!(!out.contains_key("host"));
         assert_eq!(out.get("x-forwarded-host").unwrap(), "cdn.test");
         assert_eq!(out.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.9");
         assert_eq!(out.get("accept").unwrap(), "*/*");
-        assert_eq!(out.get("via").unwrap(), "1.1 edgecache");
+        assert_eq!(out.get("via").unwrap(), "1.1 edgecache-x");
     }
 }
