@@ -173,8 +173,14 @@ async fn moto_bucket_is_served_cached_and_indexed() {
     assert_eq!(header(&again, "etag"), etag);
     assert_eq!(again.text().await.unwrap(), "same");
 
+    // A missing key is a cacheable 404 (negative caching, `negative_ttl`, 60 s by default).
     let r = edge.get("/missing.txt").await;
     assert_eq!(r.status(), 404);
+    assert_eq!(header(&r, "cache-control"), "max-age=60");
+    let again = edge.get("/missing.txt").await;
+    assert_eq!(again.status(), 404);
+    let status = header(&again, "cache-status").to_owned();
+    assert!(status.contains("; hit"), "{status}");
 }
 
 /// Log lines written while a guard from `capture_logs` lives on this thread.

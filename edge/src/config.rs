@@ -108,6 +108,13 @@ pub struct S3Origin {
     /// The key served for `/` and for paths ending in `/`.
     #[serde(default = "default_index")]
     pub index: String,
+    /// How long a missing key (404 without its own `Cache-Control`) is cached.
+    #[serde(default = "default_negative_ttl")]
+    pub negative_ttl: HumanDuration,
+}
+
+fn default_negative_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
 }
 
 fn default_true() -> bool {
@@ -133,6 +140,7 @@ impl S3Origin {
             access_key_id: None,
             secret_access_key: None,
             index: default_index(),
+            negative_ttl: default_negative_ttl(),
         }
     }
 }

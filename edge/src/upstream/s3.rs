@@ -66,6 +66,7 @@ pub struct S3Target {
     bucket: String,
     region: String,
     index: String,
+    negative_ttl: u64,
     credentials: Option<Credentials>,
     label: String,
 }
@@ -121,6 +122,7 @@ impl S3Target {
             bucket: config.bucket.clone(),
             region: config.region.clone(),
             index: config.index.clone(),
+            negative_ttl: config.negative_ttl.0.as_secs(),
             credentials,
         })
     }
@@ -190,7 +192,16 @@ impl S3Target {
             .send()
             .await
             .map_err(|e| UpstreamError::from_reqwest(&e))?;
-        self.check_credentials(resp).await
+        let mut resp = self.check_credentials(resp).await?;
+        // A missing key is cached like any answer (negative caching), for `negative_ttl`
+        // unless the bucket said otherwise.
+        if resp.status() == StatusCode::NOT_FOUND
+            && !resp.headers().contains_key(http::header::CACHE_CONTROL)
+            && let Ok(v) = http::HeaderValue::from_str(&format!("max-age={}", self.negative_ttl))
+        {
+            resp.headers_mut().insert(http::header::CACHE_CONTROL, v);
+        }
+        Ok(resp)
     }
 
     /// Adds the SigV4 headers (`Authorization`, `X-Amz-Date`, `X-Amz-Content-Sha256`,
