@@ -559,15 +559,16 @@ impl DiskTier {
             let result = body::open_checked(&body_path(&tier.inner.dir, d.file), d.len).and_then(
                 |(file, stamp)| {
                     let mut complete = true;
-                    let read =
-                        body::read_range(&file, d.len, &d.crcs, (start, end), true, |block| {
-                            complete = tx.blocking_send(Ok(Bytes::from(block))).is_ok();
-                            complete
-                        })?;
-                    tier.inner
-                        .counters
-                        .read_bytes
-                        .fetch_add(read, Ordering::Relaxed);
+                    // Counted before each block is sent: once a client has the last byte,
+                    // the counter already shows it.
+                    body::read_range(&file, d.len, &d.crcs, (start, end), true, |block| {
+                        tier.inner
+                            .counters
+                            .read_bytes
+                            .fetch_add(block.len() as u64, Ordering::Relaxed);
+                        complete = tx.blocking_send(Ok(Bytes::from(block))).is_ok();
+                        complete
+                    })?;
                     if complete && start == 0 && end + 1 == d.len {
                         tier.inner.verified.insert(d.file, stamp);
                     }
