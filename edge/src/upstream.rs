@@ -17,7 +17,7 @@ use http::{HeaderMap, Method};
 use tracing::{info, warn};
 
 use crate::config::{EdgeConfig, OriginEntry, TimeoutConfig};
-use crate::entry::is_hop_by_hop;
+use crate::entry::{connection_listed, is_hop_by_hop};
 use crate::error::{EdgeError, UpstreamError};
 use failover::OriginHealth;
 use s3::S3Target;
@@ -237,18 +237,9 @@ impl Upstream {
 /// forwarding chain extended.
 pub fn forward_headers(client: &HeaderMap, peer: Option<SocketAddr>, via_name: &str) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(client.len() + 3);
-    let connection_listed: Vec<String> = client
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .collect();
+    let listed = connection_listed(client);
     for (name, value) in client {
-        if is_hop_by_hop(name)
-            || name == HOST
-            || connection_listed.iter().any(|c| c == name.as_str())
-        {
+        if is_hop_by_hop(name) || name == HOST || listed.contains(name) {
             continue;
         }
         out.append(name.clone(), value.clone());
