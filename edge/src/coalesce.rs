@@ -149,7 +149,9 @@ impl Inflight {
     pub fn body_so_far(&self) -> Bytes {
         match self.lock().chunks.as_slice() {
             [] => Bytes::new(),
-            [one] => one.clone(),
+            // A lone chunk may be a slice of the connection's read buffer: a copy keeps
+            // only the body's own bytes alive while it is cached.
+            [one] => Bytes::copy_from_slice(one),
             many => Bytes::from(many.concat()),
         }
     }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{
     AGE, CONNECTION, CONTENT_LENGTH, ETAG, HeaderName, HeaderValue, LAST_MODIFIED, VARY,
 };
@@ -97,6 +97,7 @@ impl CachedResponse {
         };
         // The stored length is the truth: the origin may have sent the body chunked.
         entry.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        entry.headers = compact_headers(&entry.headers);
         entry
     }
 
@@ -151,7 +152,7 @@ impl CachedResponse {
         Self {
             status: self.status,
             freshness: freshness_of(self.status, &merged, request_time, response_time, policy),
-            headers: client_headers,
+            headers: compact_headers(&client_headers),
             targeted,
             body: self.body.clone(),
             vary: self.vary.clone(),
@@ -252,6 +253,31 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A copy of `headers` that holds only its own bytes: every value is a slice of one
+/// buffer sized to fit them all, and the map is no larger than its fields. Values parsed
+/// off the wire are slices of the connection's read buffer; stored as they are, each entry
+/// would keep that whole buffer (8 KiB or more) alive for as long as it is cached.
+pub(crate) fn compact_headers(headers: &HeaderMap) -> HeaderMap {
+    let total = headers.iter().map(|(_, v)| v.len()).sum();
+    let mut buf = BytesMut::with_capacity(total);
+    for (_, value) in headers {
+        buf.extend_from_slice(value.as_bytes());
+    }
+    let buf = buf.freeze();
+    let mut out = HeaderMap::with_capacity(headers.len());
+    let mut at = 0;
+    for (name, value) in headers {
+        let end = at + value.len();
+        let mut copy =
+            HeaderValue::from_maybe_shared(buf.slice(at..end)).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        out.append(name.clone(), copy);
+        at = end;
+    }
+    // `with_capacity` rounds up to a power of two; a clone allocates only what is used.
+    out.clone()
+}
+
 /// Splits origin headers into what clients see and the `Edgecache-Cache-Control` lines.
 /// Fields a qualified `no-cache="…"` or `private="…"` names are dropped (RFC 9111 §5.2.2.4,
 /// §5.2.2.7), as is `Age`, which the cache computes itself.
@@ -266,7 +292,10 @@ pub(crate) fn split_headers(headers: &HeaderMap) -> (HeaderMap, Vec<(HeaderName,
     let targeted = client
         .get_all(EDGECACHE_CACHE_CONTROL)
         .iter()
-        .map(|v| (EDGECACHE_CACHE_CONTROL, v.clone()))
+        .map(|v| {
+            let owned = HeaderValue::from_bytes(v.as_bytes()).unwrap_or_else(|_| v.clone());
+            (EDGECACHE_CACHE_CONTROL, owned)
+        })
         .collect();
     client.remove(EDGECACHE_CACHE_CONTROL);
     (client, targeted)
@@ -368,6 +397,27 @@ mod tests {
             m.append(*k, HeaderValue::from_static(v));
         }
         m
+    }
+
+    #[test]
+    fn compacted_headers_keep_every_field_in_order() {
+        let mut m = h(&[
+            ("set-cookie", "a=1"),
+            ("content-type", "text/css"),
+            ("set-cookie", "b=2"),
+            ("x-empty", ""),
+        ]);
+        let mut secret = HeaderValue::from_static("token");
+        secret.set_sensitive(true);
+        m.append("authorization", secret);
+        let c = compact_headers(&m);
+        let fields = |m: &HeaderMap| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.clone(), v.is_sensitive()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(fields(&c), fields(&m));
+        assert!(c["authorization"].is_sensitive());
     }
 
     fn entry(resp: &HeaderMap, req: &HeaderMap) -> CachedResponse {

@@ -91,7 +91,10 @@ impl MemoryTier {
             return false;
         }
         self.cache.entry(key.clone()).and_compute_with(|existing| {
-            let mut entries = Vec::with_capacity(4);
+            let others = existing
+                .as_ref()
+                .map_or(0, |e| e.value().entries.len().min(MAX_VARIANTS - 1));
+            let mut entries = Vec::with_capacity(1 + others);
             entries.push(entry.clone());
             if let Some(existing) = existing {
                 entries.extend(

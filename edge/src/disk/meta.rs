@@ -98,7 +98,7 @@ impl Record {
         let f = self.freshness;
         Ok(CachedResponse {
             status,
-            headers,
+            headers: crate::entry::compact_headers(&headers),
             targeted,
             body: Bytes::new(),
             freshness: Freshness {
