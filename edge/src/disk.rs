@@ -149,8 +149,14 @@ impl DiskTier {
                 .weigher(|_: &Arc<[u8]>, slot: &Slot| slot.weight)
                 .eviction_listener(move |key: Arc<Arc<[u8]>>, slot: Slot, cause| {
                     match cause {
-                        // A newer body replaced this one under the same record.
-                        RemovalCause::Replaced => remove_file(&dir, slot.file),
+                        // A newer body replaced this one under the same record. The
+                        // startup scan may re-insert the very slot a concurrent store just
+                        // inserted: a file the record still names is not garbage.
+                        RemovalCause::Replaced => {
+                            if !record_names(&sizes, &key, slot.file) {
+                                remove_file(&dir, slot.file);
+                            }
+                        }
                         RemovalCause::Size | RemovalCause::Explicit | RemovalCause::Expired => {
                             if cause == RemovalCause::Size {
                                 counters.evictions.fetch_add(1, Ordering::Relaxed);
@@ -719,9 +725,14 @@ fn decode_slot(bytes: &[u8]) -> Option<Slot> {
 }
 
 /// Removes a record, but only while it still names `file`.
-fn remove_record(records: &sled::Tree, sizes: &sled::Tree, rkey: &[u8], file: u64) {
+/// True when the index record `rkey` names body `file`.
+fn record_names(sizes: &sled::Tree, rkey: &[u8], file: u64) -> bool {
     let current = sizes.get(rkey).ok().flatten();
-    if current.as_deref().and_then(decode_slot).map(|s| s.file) == Some(file) {
+    current.as_deref().and_then(decode_slot).map(|s| s.file) == Some(file)
+}
+
+fn remove_record(records: &sled::Tree, sizes: &sled::Tree, rkey: &[u8], file: u64) {
+    if record_names(sizes, rkey, file) {
         let _ = sizes.remove(rkey);
         let _ = records.remove(rkey);
     }

@@ -1,0 +1,390 @@
+#!/usr/bin/env bash
+# End-to-end load test of an edge on loopback, and with --compare the same load against
+# nginx proxy_cache and Varnish in front of the same origin.
+#
+#   benches/load.sh [--compare] [--duration SECS] [--rounds N] [--connections N]
+#                   [--sizes "1k 100k 1m 10m"] [--no-disk] [--no-cold] [--out DIR]
+#
+# The server under test runs on core 0, the origin and oha on core 1. Every run is bounded
+# by --duration (oha -z) or a request count, and only loopback addresses are used.
+# Prints req/s, p50, p99 and errors per object size and target (medians of the rounds,
+# rounds interleaved across targets), the server's CPU and peak memory, disk-tier hits,
+# and cold-miss coalescing (1,000 requests over 200 connections for one cold object).
+set -euo pipefail
+
+compare=0
+duration=10
+rounds=3
+connections=64
+sizes="1k 100k 1m 10m"
+disk=1
+cold=1
+out=""
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --compare) compare=1 ;;
+        --duration) duration="$2"; shift ;;
+        --rounds) rounds="$2"; shift ;;
+        --connections) connections="$2"; shift ;;
+        --sizes) sizes="$2"; shift ;;
+        --no-disk) disk=0 ;;
+        --no-cold) cold=0 ;;
+        --out) out="$2"; shift ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        *) echo "load.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+case "$duration$rounds$connections" in
+    *[!0-9]*) echo "load.sh: --duration, --rounds and --connections take whole numbers" >&2; exit 2 ;;
+esac
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+if [ "$(nproc)" -lt 2 ]; then
+    echo "load.sh: needs 2 cores (server on core 0, load generator on core 1)" >&2
+    exit 1
+fi
+
+echo "== building the release binary"
+cargo build --release --quiet --bin edgecache
+target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+bin="$target_dir/release/edgecache"
+
+if ! command -v oha >/dev/null; then
+    echo "== installing oha"
+    cargo install oha --locked
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if [ "$compare" = 1 ] && { ! command -v nginx >/dev/null || ! command -v varnishd >/dev/null; }; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "== installing nginx and varnish"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx varnish >/dev/null
+    else
+        echo "load.sh: --compare needs nginx and varnishd (apt-get install nginx varnish)" >&2
+        exit 1
+    fi
+fi
+
+work="$(mktemp -d -t edgecache-load.XXXXXX)"
+[ -n "$out" ] || out="$work"
+mkdir -p "$out"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    if [ "$out" = "$work" ]; then
+        rm -rf "$work/site" "$work/disk" "$work/nginx-cache" "$work/varnish"
+    else
+        rm -rf "$work"
+    fi
+}
+trap cleanup EXIT
+
+# Waits (at most 15 s) for a server to print `PREFIX http://ADDR` on stdout; prints ADDR.
+address_from() {
+    local file="$1" prefix="$2" deadline=$((SECONDS + 15))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        local line
+        line="$(grep -m1 "^$prefix http://" "$file" 2>/dev/null || true)"
+        if [ -n "$line" ]; then
+            echo "${line#"$prefix "}"
+            return 0
+        fi
+        sleep 0.05
+    done
+    echo "load.sh: no '$prefix' line in $file; its log:" >&2
+    cat "$file" "${file%.out}.err" >&2 2>/dev/null || true
+    return 1
+}
+
+# Waits (at most 15 s) until URL answers.
+wait_http() {
+    local url="$1" deadline=$((SECONDS + 15))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        if curl -s -o /dev/null "$url"; then return 0; fi
+        sleep 0.05
+    done
+    echo "load.sh: $url never answered" >&2
+    return 1
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+bytes_of() {
+    case "$1" in
+        *k) echo $(( ${1%k} * 1024 )) ;;
+        *m) echo $(( ${1%m} * 1024 * 1024 )) ;;
+        *) echo "$1" ;;
+    esac
+}
+
+# The origin serves these files; names are fingerprinted, so it marks them immutable.
+mkdir -p "$work/site"
+for size in $sizes; do
+    head -c "$(bytes_of "$size")" /dev/urandom > "$work/site/obj-$size.3f9c2a1b.bin"
+done
+for name in edgecache nginx varnish origin; do
+    head -c 1024 /dev/urandom > "$work/site/cold-$name.3f9c2a1b.bin"
+done
+
+echo "== starting the origin (core 1)"
+RUST_LOG="warn,edgecache_origin=debug" taskset -c 1 "$bin" origin --root "$work/site" \
+    --listen 127.0.0.1:0 > "$work/origin.out" 2> "$work/origin.err" &
+pids+=($!)
+declare -A url_of pid_of
+pid_of[origin-direct]=$!
+origin="$(address_from "$work/origin.out" "listening on")"
+origin_hostport="${origin#http://}"
+
+# Requests that reached the origin so far: one debug line per file served.
+origin_requests() {
+    grep -c ' file' "$work/origin.err" || true
+}
+
+targets=()
+
+start_edge() {
+    local name="$1" max_object="$2" disk_dir="$3"
+    {
+        echo '[edge]'
+        echo "pop = \"$name\""
+        echo '[edge.memory]'
+        echo 'size = "4GiB"'
+        echo "max_object_size = \"$max_object\""
+        if [ -n "$disk_dir" ]; then
+            echo '[edge.disk]'
+            echo "dir = \"$disk_dir\""
+            echo 'size = "8GiB"'
+        fi
+    } > "$work/$name.toml"
+    RUST_LOG=warn taskset -c 0 "$bin" edge --config "$work/$name.toml" --origin "$origin" \
+        --listen 127.0.0.1:0 --admin 127.0.0.1:0 > "$work/$name.out" 2> "$work/$name.err" &
+    pids+=($!)
+    pid_of[$name]=$!
+    url_of[$name]="$(address_from "$work/$name.out" "listening on")"
+}
+
+echo "== starting the edge (core 0)"
+start_edge edgecache 16MiB ""
+targets+=(edgecache)
+
+if [ "$disk" = 1 ]; then
+    # Bodies above 64 KiB stay out of memory: every hit on them is read from disk.
+    start_edge edgecache-disk 64KiB "$work/disk"
+fi
+
+if [ "$compare" = 1 ]; then
+    echo "== starting nginx proxy_cache (core 0)"
+    nginx_port="$(free_port)"
+    mkdir -p "$work/nginx-cache" "$work/nginx-tmp"
+    cat > "$work/nginx.conf" <<EOF
+worker_processes 1;
+user root;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    client_body_temp_path $work/nginx-tmp/body;
+    proxy_temp_path $work/nginx-tmp/proxy;
+    fastcgi_temp_path $work/nginx-tmp/fastcgi;
+    uwsgi_temp_path $work/nginx-tmp/uwsgi;
+    scgi_temp_path $work/nginx-tmp/scgi;
+    proxy_cache_path $work/nginx-cache levels=1:2 keys_zone=edge:64m max_size=8g inactive=1h use_temp_path=off;
+    upstream origin { server $origin_hostport; keepalive 32; }
+    server {
+        listen 127.0.0.1:$nginx_port;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache edge;
+            proxy_cache_lock on;
+            proxy_cache_lock_timeout 10s;
+            add_header X-Cache-Status \$upstream_cache_status;
+        }
+    }
+}
+EOF
+    taskset -c 0 nginx -c "$work/nginx.conf" -g 'daemon off;' > "$work/nginx.out" 2>&1 &
+    pids+=($!)
+    pid_of[nginx]=$!
+    url_of[nginx]="http://127.0.0.1:$nginx_port"
+    wait_http "${url_of[nginx]}/obj-1k.3f9c2a1b.bin"
+    targets+=(nginx)
+
+    echo "== starting Varnish (core 0)"
+    varnish_port="$(free_port)"
+    mkdir -p "$work/varnish"
+    taskset -c 0 varnishd -F -j none -n "$work/varnish" -a "127.0.0.1:$varnish_port" \
+        -b "$origin_hostport" -s malloc,8G > "$work/varnish.out" 2>&1 &
+    pids+=($!)
+    pid_of[varnish]=$!
+    url_of[varnish]="http://127.0.0.1:$varnish_port"
+    wait_http "${url_of[varnish]}/obj-1k.3f9c2a1b.bin"
+    targets+=(varnish)
+fi
+
+# A process and all its descendants.
+tree_pids() {
+    echo "$1"
+    local child
+    for child in $(pgrep -P "$1" 2>/dev/null); do
+        tree_pids "$child"
+    done
+}
+
+# CPU ticks (user + system) of a process and its descendants.
+tree_ticks() {
+    local pid
+    for pid in $(tree_pids "$1"); do
+        sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null || true
+    done | awk '{total += $12 + $13} END {print total + 0}'
+}
+
+# Peak resident memory (KiB) of a process and its descendants.
+tree_peak_kib() {
+    local pid
+    for pid in $(tree_pids "$1"); do
+        cat "/proc/$pid/status" 2>/dev/null || true
+    done | awk '/^VmHWM:/ {total += $2} END {print total + 0}'
+}
+
+hz="$(getconf CLK_TCK)"
+results="$out/results.tsv"
+printf 'target\trow\tround\treq_s\tp50_ms\tp99_ms\terrors\tnon_200\tcpu_pct\torigin_requests\n' > "$results"
+
+# One oha run; appends a row to results.tsv.
+measure() {
+    local target="$1" row="$2" round="$3" url="$4"
+    shift 4
+    local pid="${pid_of[$target]}"
+    local before_ticks before_origin json
+    before_ticks="$(tree_ticks "$pid")"
+    before_origin="$(origin_requests)"
+    json="$out/oha-$target-$row-$round.json"
+    local started=$SECONDS
+    taskset -c 1 oha --no-tui --output-format json "$@" "$url" > "$json"
+    local elapsed=$((SECONDS - started))
+    local ticks=$(( $(tree_ticks "$pid") - before_ticks ))
+    local origin_delta=$(( $(origin_requests) - before_origin ))
+    python3 - "$json" "$target" "$row" "$round" "$ticks" "$hz" "$origin_delta" >> "$results" <<'EOF'
+import json, sys
+path, target, row, rnd, ticks, hz, origin = sys.argv[1:]
+d = json.load(open(path))
+s = d["summary"]
+lat = d.get("latencyPercentiles", {})
+codes = d.get("statusCodeDistribution", {})
+# Requests still in flight when -z ends are cut off by oha itself: not the server's errors.
+errors = sum(n for e, n in d.get("errorDistribution", {}).items() if e != "aborted due to deadline")
+total = sum(codes.values())
+non200 = total - codes.get("200", 0)
+busy = float(s.get("total", 0)) or 1.0
+cpu = 100.0 * int(ticks) / int(hz) / busy
+print("\t".join([target, row, rnd, "%.0f" % s["requestsPerSec"],
+                 "%.2f" % (1000 * (lat.get("p50") or 0)), "%.2f" % (1000 * (lat.get("p99") or 0)),
+                 str(errors), str(non200), "%.0f" % cpu, origin]))
+EOF
+    tail -n 1 "$results" | awk -F'\t' '{printf "   %-15s %-10s round %s: %7s req/s  p50 %6s ms  p99 %6s ms  errors %s  non-200 %s  cpu %s%%  origin %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10}'
+}
+
+warm() {
+    local url="$1"
+    curl -s -o /dev/null "$url"
+    curl -s -o /dev/null "$url"
+}
+
+echo "== warming the caches"
+for target in "${targets[@]}" $([ "$disk" = 1 ] && echo edgecache-disk); do
+    for size in $sizes; do
+        warm "${url_of[$target]}/obj-$size.3f9c2a1b.bin"
+    done
+done
+curl -s -D - -o /dev/null "${url_of[edgecache]}/obj-1k.3f9c2a1b.bin" | grep -i '^cache-status' || true
+
+echo "== hits: ${rounds} interleaved rounds of ${duration} s, ${connections} connections"
+for round in $(seq 1 "$rounds"); do
+    for size in $sizes; do
+        for target in "${targets[@]}"; do
+            measure "$target" "$size" "$round" "${url_of[$target]}/obj-$size.3f9c2a1b.bin" \
+                -z "${duration}s" -c "$connections"
+        done
+        if [ "$disk" = 1 ] && [ "$(bytes_of "$size")" -gt 65536 ]; then
+            measure edgecache-disk "$size" "$round" "${url_of[edgecache-disk]}/obj-$size.3f9c2a1b.bin" \
+                -z "${duration}s" -c "$connections"
+        fi
+    done
+done
+
+if [ "$cold" = 1 ]; then
+    echo "== cold miss: 1000 requests, 200 connections, one cold 1 KiB object"
+    # The origin's own response time for such an object: one request at a time, and under
+    # the same 1,000 requests over 200 new connections (what connection setup alone costs).
+    measure origin-direct single 1 "$origin/cold-origin.3f9c2a1b.bin" -n 200 -c 1
+    measure origin-direct cold 1 "$origin/cold-origin.3f9c2a1b.bin" -n 1000 -c 200
+    for target in "${targets[@]}"; do
+        measure "$target" cold 1 "${url_of[$target]}/cold-$target.3f9c2a1b.bin" -n 1000 -c 200
+    done
+fi
+
+echo "== peak memory (VmHWM of the server and its children)"
+for target in "${targets[@]}" $([ "$disk" = 1 ] && echo edgecache-disk); do
+    printf '   %-15s %s MiB\n' "$target" "$(( $(tree_peak_kib "${pid_of[$target]}") / 1024 ))"
+done
+
+python3 - "$results" <<'EOF'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+by = {}
+for r in rows:
+    by.setdefault((r["target"], r["row"]), []).append(r)
+def med(key, target, row):
+    vals = [float(r[key]) for r in by.get((target, row), [])]
+    return statistics.median(vals) if vals else None
+targets = []
+for r in rows:
+    if r["target"] not in targets and r["target"] != "origin-direct":
+        targets.append(r["target"])
+order = []
+for r in rows:
+    if r["row"] not in order:
+        order.append(r["row"])
+print()
+print("medians (req/s, p50 ms, p99 ms, server cpu %; errors and non-200 summed)")
+print("%-8s %-15s %9s %8s %8s %6s %7s %7s" % ("row", "target", "req/s", "p50", "p99", "cpu%", "errors", "origin"))
+for row in order:
+    for t in targets + ["origin-direct"]:
+        if (t, row) not in by:
+            continue
+        errors = sum(int(r["errors"]) + int(r["non_200"]) for r in by[(t, row)])
+        origin = sum(int(r["origin_requests"]) for r in by[(t, row)])
+        print("%-8s %-15s %9.0f %8.2f %8.2f %6.0f %7d %7d" % (row, t, med("req_s", t, row),
+              med("p50_ms", t, row), med("p99_ms", t, row), med("cpu_pct", t, row), errors, origin))
+others = [t for t in targets if t in ("nginx", "varnish")]
+if others:
+    print()
+    print("edgecache / other (median req/s ratio; p99 ratio, lower is better)")
+    for row in order:
+        if row == "cold" or ("edgecache", row) not in by:
+            continue
+        parts = []
+        for o in others:
+            e, x = med("req_s", "edgecache", row), med("req_s", o, row)
+            ep, xp = med("p99_ms", "edgecache", row), med("p99_ms", o, row)
+            if e and x:
+                parts.append("%s %.2fx req/s, p99 %.2fx" % (o, e / x, ep / xp if xp else float("nan")))
+        print("%-8s %s" % (row, "; ".join(parts)))
+EOF
+echo
+echo "raw results: $results"
