@@ -793,3 +793,54 @@ fn reset(dir: &Path) -> std::io::Result<()> {
     }
     std::fs::write(dir.join("FORMAT"), FORMAT)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::KeyRules;
+    use crate::policy::PolicyConfig;
+    use http::{HeaderValue, StatusCode};
+
+    fn entry(body: &'static [u8]) -> CachedResponse {
+        let mut h = HeaderMap::new();
+        h.insert("cache-control", HeaderValue::from_static("max-age=60"));
+        let now = std::time::SystemTime::now();
+        CachedResponse::new(
+            StatusCode::OK,
+            &h,
+            Bytes::from_static(body),
+            &HeaderMap::new(),
+            now,
+            now,
+            &PolicyConfig::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_slot_inserted_again_keeps_its_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path(), 1 << 20).unwrap();
+        let key = CacheKey::new("http", "h", &"/a".parse().unwrap(), &KeyRules::default());
+        let stored = tier.store_whole(&key, &entry(b"body")).unwrap();
+        let d = stored.disk.clone().unwrap();
+        // What the startup scan does when it meets a record a store has just written.
+        tier.inner
+            .policy
+            .insert(d.record.clone(), slot_of(d.file, d.len));
+        tier.inner.policy.run_pending_tasks();
+        assert_eq!(&tier.read_all(&stored).await.unwrap()[..], b"body");
+    }
+
+    #[tokio::test]
+    async fn a_replaced_body_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path(), 1 << 20).unwrap();
+        let key = CacheKey::new("http", "h", &"/a".parse().unwrap(), &KeyRules::default());
+        let old = tier.store_whole(&key, &entry(b"old")).unwrap();
+        let new = tier.store_whole(&key, &entry(b"new")).unwrap();
+        tier.inner.policy.run_pending_tasks();
+        let old_file = old.disk.unwrap().file;
+        assert!(!body_path(dir.path(), old_file).exists());
+        assert_eq!(&tier.read_all(&new).await.unwrap()[..], b"new");
+    }
+}
