@@ -34,6 +34,7 @@ use reqwest::{Method, Url};
 use tracing::Instrument as _;
 use tracing::{debug, info_span, warn};
 
+pub(crate) use attempt::describe;
 pub use attempt::{AttemptFailure, FailureKind};
 pub use breaker::{BreakerPolicy, BreakerState};
 pub use command::{GetArgs, get_command};
