@@ -40,6 +40,8 @@ pub enum Command {
     Route(crate::router::RouteArgs),
     /// Fetch a path through the nearest healthy PoP, falling back to the next, then the origin.
     Get(crate::client::GetArgs),
+    /// Prefetch a list of URL paths into PoPs, so first visitors get hits.
+    Warm(crate::warm::WarmArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -153,6 +155,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::PurgeApi(args) => run_purge_api(args).await,
             Command::Purge(args) => run_purge(args).await,
             Command::Get(args) => crate::client::get_command(args).await,
+            Command::Warm(args) => crate::warm::warm_command(args).await,
             Command::Route(args) => run_route(args).await,
         }
     })

@@ -34,9 +34,11 @@ use reqwest::{Method, Url};
 use tracing::Instrument as _;
 use tracing::{debug, info_span, warn};
 
+pub(crate) use attempt::describe;
 pub use attempt::{AttemptFailure, FailureKind};
 pub use breaker::{BreakerPolicy, BreakerState};
 pub use command::{GetArgs, get_command};
+pub(crate) use order::fetch_route;
 pub use order::{RouteAnswer, RoutedPop};
 
 use attempt::{Outgoing, Timeouts};

@@ -8,6 +8,7 @@
 //! - [`router`]: the GeoIP router (`edgecache route`): routing API, redirector, GeoDNS.
 //! - [`telemetry`]: logging setup.
 //! - [`up`]: `edgecache up`, the whole CDN on one machine, supervised.
+//! - [`warm`]: `edgecache warm`, prefetching a list of URL paths into PoPs.
 //!
 //! The servers themselves live in the member crates: `edgecache-edge`,
 //! `edgecache-origin`, `edgecache-purge-api`.
@@ -18,3 +19,4 @@ pub mod config;
 pub mod router;
 pub mod telemetry;
 pub mod up;
+pub mod warm;

@@ -8,10 +8,12 @@
 //! - [`health`]: the `/healthz` probe loops and the shared up / down view.
 //! - [`select`]: PoPs ordered for one client; the origin when all are down.
 //! - [`http`]: the HTTP routes.
+//! - [`dashboard`]: the live dashboard page and its JSON, from the PoPs' admin `/stats`.
 //! - [`dns`]: the hickory request handler for the zone.
 
 pub mod args;
 pub mod config;
+pub mod dashboard;
 pub mod dns;
 pub mod geo;
 pub mod health;
@@ -30,8 +32,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use args::{RouteArgs, config_from, parse_pop_spec};
-pub use config::{HealthConfig, PopConfig, RouterConfig};
+pub use config::{DashboardConfig, HealthConfig, PopConfig, RouterConfig};
 
+use dashboard::Dashboard;
 use dns::GeoDns;
 use geo::GeoDb;
 use select::RouteTable;
@@ -99,6 +102,13 @@ pub async fn run(
     // Dropping this set (when `run` returns) stops the probes.
     let mut probes = JoinSet::new();
     let health = health::spawn_probes(&pops, &config.health, &mut probes)?;
+    let dashboard = if config.dashboard.enabled {
+        let dashboard = Arc::new(Dashboard::new(&config, health.clone())?);
+        probes.spawn(dashboard.clone().sample_forever());
+        Some(dashboard)
+    } else {
+        None
+    };
     let table = Arc::new(RouteTable::new(&config, geo, health)?);
 
     let http_addr = http.local_addr().map_err(|source| RouterError::Io {
@@ -107,7 +117,8 @@ pub async fn run(
     })?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers: JoinSet<Result<(), RouterError>> = JoinSet::new();
-    let app = http::app(table.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let app =
+        http::app(table.clone(), dashboard).into_make_service_with_connect_info::<SocketAddr>();
     let mut stop = stop_rx.clone();
     servers.spawn(async move {
         axum::serve(http, app)

@@ -187,6 +187,10 @@ fn plan(args: &UpArgs, data: &Path, site: &Path) -> Vec<Part> {
         s("127.0.0.1:5353"),
         s("--origin"),
         s(origin),
+        s("--purge-api"),
+        s(purge),
+        s("--purge-token"),
+        args.token.clone(),
     ];
     for pop in POPS.iter().take(usize::from(args.pops)) {
         parts.push(Part {
@@ -356,6 +360,7 @@ fn print_table(args: &UpArgs, site: &Path) {
     println!();
     println!("Try:");
     println!("  curl -si http://127.0.2.1:8080/css/site.3f9c2a1b.css | grep -i cache-status");
+    println!("  open http://127.0.0.1:8053/dashboard");
     println!("  curl -s --interface 127.2.0.9 http://127.0.0.1:8053/v1/route");
     println!(
         "  curl -si --interface 127.3.0.9 http://127.0.0.1:8053/index.html | grep -i location"

@@ -1,21 +1,16 @@
 //! `assets/fallback.js` in headless Chromium: a page whose assets point at a dead (and a
 //! hanging) edge still gets every asset, from the origin. Skipped when Chromium is missing.
 
-use std::io::Read as _;
+mod support;
+
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::response::Response;
 use tokio::net::TcpListener;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 const FALLBACK_JS: &str = include_str!("../assets/fallback.js");
-/// How long Chromium may run before the test kills it and fails.
-const BROWSER_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A 3×2 red PNG.
 const PNG_3X2: &[u8] = &[
@@ -142,73 +137,6 @@ async fn start_hanging() -> SocketAddr {
     addr
 }
 
-/// Runs headless Chromium on `url` and returns the DOM it dumps, killing it at the deadline.
-fn dump_dom(url: &str) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let mut child = Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-            "--disable-dev-shm-usage",
-            "--no-proxy-server",
-            "--autoplay-policy=no-user-gesture-required",
-            "--virtual-time-budget=10000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("--dump-dom")
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start chromium");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + BROWSER_DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "chromium still running after {BROWSER_DEADLINE:?}; stderr:\n{}",
-                err.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let dom = out.join().unwrap();
-    let stderr = err.join().unwrap();
-    assert!(
-        status.success(),
-        "chromium exited {status}; stderr:\n{stderr}"
-    );
-    assert!(
-        !dom.is_empty(),
-        "chromium dumped nothing; stderr:\n{stderr}"
-    );
-    dom
-}
-
 /// The JSON the page wrote into `<pre id="result">`.
 fn result_json(dom: &str) -> serde_json::Value {
     let start = dom
@@ -226,8 +154,7 @@ fn result_json(dom: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn assets_from_a_dead_edge_are_loaded_from_the_origin() {
-    if !Path::new(CHROMIUM).exists() {
-        eprintln!("skipping: {CHROMIUM} is not installed (apt-get install chromium)");
+    if !support::browser::available("assets_from_a_dead_edge_are_loaded_from_the_origin") {
         return;
     }
     let dead_edge = format!("http://{}", dead_addr());
@@ -236,7 +163,7 @@ async fn assets_from_a_dead_edge_are_loaded_from_the_origin() {
     let origin = format!("http://{addr}");
     let page_url = format!("{origin}/index.html");
 
-    let dom = tokio::task::spawn_blocking(move || dump_dom(&page_url))
+    let dom = tokio::task::spawn_blocking(move || support::browser::dump_dom(&page_url, 10_000))
         .await
         .unwrap();
     let result = result_json(&dom);

@@ -1,5 +1,9 @@
 //! Counters of the edge, exposed as Prometheus text on `/metrics` and JSON on `/stats`.
 
+mod latency;
+
+use std::time::Duration;
+
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -17,6 +21,8 @@ use crate::cache_status::CacheState;
 use crate::disk::{DiskStats, DiskTier};
 use crate::memory::MemoryTier;
 
+pub use latency::RequestDurations;
+
 type Labels = Vec<(&'static str, &'static str)>;
 
 /// Outcome labels of origin fetches.
@@ -26,6 +32,8 @@ const FETCH_OUTCOMES: [&str; 4] = ["ok", "not_modified", "server_error", "failed
 pub struct Metrics {
     registry: Registry,
     requests: Vec<Counter>,
+    durations: RequestDurations,
+    served_bytes: Counter,
     fetches: Vec<Counter>,
     fetch_seconds: Histogram,
     collapsed: Counter,
@@ -64,6 +72,14 @@ impl Metrics {
             .iter()
             .map(|s| requests_family.get_or_create_owned(&vec![("cache", s.as_str())]))
             .collect();
+        let durations = RequestDurations::new();
+        registry.register_collector(Box::new(durations.clone()));
+        let served_bytes = Counter::default();
+        registry.register(
+            "edgecache_served_bytes",
+            "Response body bytes sent to clients",
+            served_bytes.clone(),
+        );
         let fetch_family = Family::<Labels, Counter>::default();
         registry.register(
             "edgecache_origin_fetches",
@@ -122,6 +138,8 @@ impl Metrics {
         Self {
             registry,
             requests,
+            durations,
+            served_bytes,
             fetches,
             fetch_seconds,
             collapsed,
@@ -147,8 +165,20 @@ impl Metrics {
         self.purges_applied.get()
     }
 
-    pub fn request(&self, state: CacheState) {
+    /// One request answered: its cache state and the time to its response head.
+    pub fn request(&self, state: CacheState, elapsed: Duration) {
         self.requests[state.index()].inc();
+        self.durations.observe(state, elapsed);
+    }
+
+    /// Response body bytes sent to a client.
+    pub fn served_bytes(&self, bytes: u64) {
+        self.served_bytes.inc_by(bytes);
+    }
+
+    /// A counter of body bytes sent, for bodies counted as they stream.
+    pub fn served_bytes_counter(&self) -> Counter {
+        self.served_bytes.clone()
     }
 
     pub fn fetch(&self, outcome: FetchOutcome, seconds: f64) {
@@ -195,12 +225,14 @@ impl Metrics {
             pop: pop.to_owned(),
             requests: requests.into_iter().collect(),
             requests_total: total,
+            served_from_cache: from_cache,
             hit_ratio: if total == 0 {
                 0.0
             } else {
                 from_cache as f64 / total as f64
             },
             origin_fetches: self.origin_fetches(),
+            served_bytes: self.served_bytes.get(),
             collapsed_requests: self.collapsed.get(),
             memory: TierStats {
                 entries: memory.entry_count(),
@@ -216,8 +248,12 @@ pub struct Stats {
     pub pop: String,
     pub requests: std::collections::BTreeMap<&'static str, u64>,
     pub requests_total: u64,
+    /// Requests answered from the cache without a full origin fetch (the hit ratio's numerator).
+    pub served_from_cache: u64,
     pub hit_ratio: f64,
     pub origin_fetches: u64,
+    /// Response body bytes sent to clients.
+    pub served_bytes: u64,
     pub collapsed_requests: u64,
     pub memory: TierStats,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody as _};
 use axum::extract::{ConnectInfo, Request, State};
+use futures_util::TryStreamExt as _;
 use http::header::{AGE, CONTENT_LOCATION, HeaderValue, LOCATION, RANGE};
 use http::request::Parts;
 use http::{HeaderMap, Method, Response, StatusCode};
@@ -67,13 +68,15 @@ pub async fn handle(
     } else {
         edge.pass(parts.clone(), body, peer).await
     };
-    edge.metrics.request(state);
+    let elapsed = started.elapsed();
+    edge.metrics.request(state, elapsed);
+    let resp = count_body_bytes(&edge, resp);
     debug!(
         method = %parts.method,
         uri = %parts.uri,
         status = resp.status().as_u16(),
         cache = state.as_str(),
-        elapsed_us = started.elapsed().as_micros() as u64,
+        elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         "request"
     );
     resp
@@ -733,6 +736,21 @@ impl Edge {
 /// Where every edge serves the browser fallback script itself, so a page can load it even
 /// when the origin is slow.
 const FALLBACK_JS_PATH: &str = "/.edgecache/fallback.js";
+
+/// Counts the body bytes of `resp` as served: at once when its length is known (every
+/// response from the cache), else as its frames go out.
+fn count_body_bytes(edge: &Edge, resp: Response<Body>) -> Response<Body> {
+    if let Some(len) = resp.body().size_hint().exact() {
+        edge.metrics.served_bytes(len);
+        return resp;
+    }
+    let counter = edge.metrics.served_bytes_counter();
+    resp.map(|body| {
+        Body::from_stream(body.into_data_stream().inspect_ok(move |chunk| {
+            counter.inc_by(chunk.len() as u64);
+        }))
+    })
+}
 
 fn fallback_js() -> Response<Body> {
     let mut resp = Response::new(Body::from(include_str!("../../assets/fallback.js")));

@@ -30,6 +30,12 @@ pub struct RouteArgs {
     /// `us-east=http://127.0.1.1:8080@39.04,-77.49,admin=http://127.0.1.1:9080`.
     #[arg(long = "pop", value_name = "NAME=URL@LAT,LON[,admin=URL]", value_parser = parse_pop_spec)]
     pub pops: Vec<PopConfig>,
+    /// The purge API, for purge progress on the dashboard.
+    #[arg(long, value_name = "URL")]
+    pub purge_api: Option<String>,
+    /// Bearer token for the purge API.
+    #[arg(long, env = "EDGECACHE_PURGE_TOKEN", value_name = "TOKEN")]
+    pub purge_token: Option<String>,
 }
 
 /// The router config: `file` (the `[router]` table, if any) with the flags on top, validated.
@@ -52,6 +58,12 @@ pub fn config_from(args: &RouteArgs, file: Option<RouterConfig>) -> anyhow::Resu
     }
     if !args.pops.is_empty() {
         config.pops.clone_from(&args.pops);
+    }
+    if let Some(api) = &args.purge_api {
+        config.dashboard.purge_api = Some(api.clone());
+    }
+    if let Some(token) = &args.purge_token {
+        config.dashboard.purge_token = Some(token.clone());
     }
     config.validate()?;
     Ok(config)

@@ -34,6 +34,13 @@ use super::RouterError;
 /// timeout = "400ms"
 /// fall = 2    # consecutive failed probes before a PoP is down
 /// rise = 1    # consecutive good probes before it is up again
+///
+/// [router.dashboard]              # GET /dashboard and GET /v1/dashboard
+/// enabled = true
+/// interval = "2s"                 # how often each PoP's admin /stats is read
+/// timeout = "1s"
+/// purge_api = "http://127.0.0.1:8070"   # adds purge progress per PoP (GET /v1/pops)
+/// purge_token = "change-me"
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,6 +61,8 @@ pub struct RouterConfig {
     pub pops: Vec<PopConfig>,
     #[serde(default)]
     pub health: HealthConfig,
+    #[serde(default)]
+    pub dashboard: DashboardConfig,
     /// PoP names in the order given to clients whose location is unknown; PoPs left out
     /// follow in config order. Default: the config order.
     #[serde(default)]
@@ -84,6 +93,80 @@ pub struct HealthConfig {
     pub fall: u32,
     #[serde(default = "default_rise")]
     pub rise: u32,
+}
+
+/// The live dashboard: which PoP figures are read, how often, and from where.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// Serve `/dashboard` and `/v1/dashboard`; when off, those paths redirect like any other.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_dashboard_interval")]
+    pub interval: HumanDuration,
+    #[serde(default = "default_dashboard_timeout")]
+    pub timeout: HumanDuration,
+    /// The purge API whose `GET /v1/pops` gives each PoP's purge progress.
+    #[serde(default)]
+    pub purge_api: Option<String>,
+    #[serde(default)]
+    pub purge_token: Option<String>,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig {
+            enabled: true,
+            interval: default_dashboard_interval(),
+            timeout: default_dashboard_timeout(),
+            purge_api: None,
+            purge_token: None,
+        }
+    }
+}
+
+impl DashboardConfig {
+    pub fn interval(&self) -> Duration {
+        self.interval.0
+    }
+    pub fn timeout(&self) -> Duration {
+        self.timeout.0
+    }
+
+    fn validate(&self) -> Result<(), RouterError> {
+        if self.interval() < Duration::from_millis(50) {
+            return Err(RouterError::config(
+                "router.dashboard.interval",
+                "must be at least 50ms",
+            ));
+        }
+        if self.timeout().is_zero() {
+            return Err(RouterError::config(
+                "router.dashboard.timeout",
+                "must be more than 0",
+            ));
+        }
+        if let Some(api) = &self.purge_api {
+            http_url("router.dashboard.purge_api", api)?;
+            if self.purge_token.as_deref().is_none_or(str::is_empty) {
+                return Err(RouterError::config(
+                    "router.dashboard.purge_token",
+                    "needed with purge_api (--purge-token or EDGECACHE_PURGE_TOKEN)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_dashboard_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2))
+}
+fn default_dashboard_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
 }
 
 fn default_listen() -> String {
@@ -139,6 +222,7 @@ impl Default for RouterConfig {
             origin: None,
             pops: Vec::new(),
             health: HealthConfig::default(),
+            dashboard: DashboardConfig::default(),
             default_order: None,
         }
     }
@@ -260,6 +344,7 @@ impl RouterConfig {
                 "must be at least 1",
             ));
         }
+        self.dashboard.validate()?;
         if let Some(order) = &self.default_order {
             let mut seen = HashSet::new();
             for (i, name) in order.iter().enumerate() {
@@ -418,6 +503,16 @@ mod tests {
         let mut c = ok.clone();
         c.health.fall = 0;
         assert_eq!(error(&c), "router.health.fall: must be at least 1");
+        let mut c = ok.clone();
+        c.dashboard.purge_api = Some("http://127.0.0.1:8070".into());
+        assert!(error(&c).starts_with("router.dashboard.purge_token: needed"));
+        c.dashboard.purge_token = Some("t".into());
+        c.validate().unwrap();
+        c.dashboard.interval = HumanDuration(Duration::from_millis(5));
+        assert_eq!(
+            error(&c),
+            "router.dashboard.interval: must be at least 50ms"
+        );
         let c = RouterConfig::default();
         assert!(error(&c).starts_with("router.pops: give at least one PoP"));
     }

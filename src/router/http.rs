@@ -1,5 +1,5 @@
-//! The router's HTTP side: `GET /v1/route` (the ordered PoPs for a client), `/healthz`, and
-//! a redirect to the nearest healthy PoP for every other path.
+//! The router's HTTP side: `GET /v1/route` (the ordered PoPs for a client), `/healthz`, the
+//! dashboard, and a redirect to the nearest healthy PoP for every other path.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -14,16 +14,22 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
 use super::RouterError;
+use super::dashboard::Dashboard;
 use super::select::{Decision, RouteTable};
 
 /// The HTTP routes over `table`. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`:
 /// the caller's address is the default client.
-pub fn app(table: Arc<RouteTable>) -> Router {
-    Router::new()
+/// With a `dashboard`, `/dashboard` and `/v1/dashboard` are its own.
+pub fn app(table: Arc<RouteTable>, dashboard: Option<Arc<Dashboard>>) -> Router {
+    let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/route", get(route))
         .fallback(redirect)
-        .with_state(table)
+        .with_state(table);
+    if let Some(dashboard) = dashboard {
+        app = app.merge(super::dashboard::routes(dashboard));
+    }
+    app
 }
 
 async fn healthz() -> &'static str {

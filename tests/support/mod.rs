@@ -1,8 +1,10 @@
 //! Shared helpers for integration tests: a closure origin, an edge, both on 127.0.0.1:0.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod health;
 pub mod purge;
+pub mod router;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
