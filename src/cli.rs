@@ -40,6 +40,14 @@ pub enum Command {
     Route(crate::router::RouteArgs),
     /// Fetch a path through the nearest healthy PoP, falling back to the next, then the origin.
     Get(crate::client::GetArgs),
+    /// Parse and validate a config file: every table, every key; non-zero exit names the bad key.
+    CheckConfig(CheckConfigArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckConfigArgs {
+    /// The config file (`edgecache.toml`).
+    pub file: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -154,6 +162,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Purge(args) => run_purge(args).await,
             Command::Get(args) => crate::client::get_command(args).await,
             Command::Route(args) => run_route(args).await,
+            Command::CheckConfig(args) => {
+                print!("{}", crate::config::check_config(&args.file)?);
+                Ok(())
+            }
         }
     })
 }
