@@ -3,6 +3,7 @@
 
 pub mod health;
 pub mod purge;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
