@@ -11,8 +11,9 @@ use edgecache_edge::config::{ByteSize, OriginEntry};
 use edgecache_origin::OriginConfig;
 use edgecache_purge_api::{PurgeApiConfig, PurgeClient, PurgeRequest};
 
-use crate::config::load_optional;
+use crate::config::{ConfigError, load_optional};
 use crate::telemetry::LogFormat;
+use edgecache_tls::TlsConfig;
 
 #[derive(Debug, Parser)]
 #[command(name = "edgecache", version, about = "A CDN you run yourself")]
@@ -42,6 +43,14 @@ pub enum Command {
     Get(crate::client::GetArgs),
     /// Prefetch a list of URL paths into PoPs, so first visitors get hits.
     Warm(crate::warm::WarmArgs),
+    /// Parse and validate a config file: every table, every key; non-zero exit names the bad key.
+    CheckConfig(CheckConfigArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckConfigArgs {
+    /// The config file (`edgecache.toml`).
+    pub file: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,6 +67,12 @@ pub struct PurgeApiArgs {
     /// Where the purge log lives.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,6 +104,9 @@ pub struct PurgeArgs {
     /// How long `--wait` waits, in seconds.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
+    /// PEM file of the CA to verify an HTTPS purge API against (default: system roots).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -126,6 +144,15 @@ pub struct EdgeArgs {
     /// Bearer token for the purge API.
     #[arg(long, env = "EDGECACHE_PURGE_TOKEN")]
     pub purge_token: Option<String>,
+    /// PEM file of the CA to verify an HTTPS purge API against.
+    #[arg(long)]
+    pub purge_ca: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -157,12 +184,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Get(args) => crate::client::get_command(args).await,
             Command::Warm(args) => crate::warm::warm_command(args).await,
             Command::Route(args) => run_route(args).await,
+            Command::CheckConfig(args) => {
+                print!("{}", crate::config::check_config(&args.file)?);
+                Ok(())
+            }
         }
     })
 }
 
 /// The edge config from the file, with flags applied on top.
-pub fn edge_config(args: &EdgeArgs) -> anyhow::Result<EdgeConfig> {
+pub fn edge_config(args: &EdgeArgs) -> Result<EdgeConfig, ConfigError> {
     let file = load_optional(args.config.as_deref())?;
     let mut config = file.edge.unwrap_or_default();
     if let Some(origin) = &args.origin {
@@ -195,7 +226,15 @@ pub fn edge_config(args: &EdgeArgs) -> anyhow::Result<EdgeConfig> {
     if let Some(token) = &args.purge_token {
         config.purge.token = Some(token.clone());
     }
-    config.validate()?;
+    if let Some(ca) = &args.purge_ca {
+        config.purge.ca = Some(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(TlsConfig::new(cert, key));
+    }
+    config
+        .validate()
+        .map_err(|e| ConfigError::from_validation(&e.to_string()))?;
     Ok(config)
 }
 
@@ -203,9 +242,25 @@ async fn run_edge(args: EdgeArgs) -> anyhow::Result<()> {
     let config = edge_config(&args)?;
     let listener = bind(&config.listen, "edge.listen").await?;
     let admin = bind(&config.admin, "edge.admin").await?;
-    println!("listening on http://{}", listener.local_addr()?);
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("listening on {scheme}://{}", listener.local_addr()?);
     println!("admin on http://{}", admin.local_addr()?);
-    edgecache_edge::run(listener, Some(admin), config, shutdown_signal()).await?;
+    // A reload reads the same file and applies the same flags; without a file there is
+    // nothing to reload.
+    let options = edgecache_edge::RunOptions {
+        config_source: args.config.is_some().then(|| {
+            let args = std::sync::Arc::new(args);
+            let source: edgecache_edge::ConfigSource =
+                std::sync::Arc::new(move || edge_config(&args).map_err(|e| e.keyed_message()));
+            source
+        }),
+        reload_on_sighup: true,
+    };
+    edgecache_edge::run_with(listener, Some(admin), config, options, shutdown_signal()).await?;
     Ok(())
 }
 
@@ -248,9 +303,17 @@ async fn run_purge_api(args: PurgeApiArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.data_dir {
         config.data_dir.clone_from(dir);
     }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(TlsConfig::new(cert, key));
+    }
     config.validate()?;
     let listener = bind(&config.listen, "purge_api.listen").await?;
-    println!("listening on http://{}", listener.local_addr()?);
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("listening on {scheme}://{}", listener.local_addr()?);
     edgecache_purge_api::run(listener, config, shutdown_signal()).await?;
     Ok(())
 }
@@ -266,7 +329,15 @@ async fn run_purge(args: PurgeArgs) -> anyhow::Result<()> {
     if request.is_empty() {
         anyhow::bail!("name something to purge: --url, --prefix, --tag or --all");
     }
-    let client = PurgeClient::new(&args.api, &args.token)?;
+    let client = match &args.ca {
+        None => PurgeClient::new(&args.api, &args.token)?,
+        Some(ca) => {
+            let pem = edgecache_tls::cert::load_ca_pem(ca).context("--ca")?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem).context("--ca")?;
+            let http = reqwest::Client::builder().tls_certs_only(roots).build()?;
+            PurgeClient::with_http(http, &args.api, &args.token)?
+        }
+    };
     let started = std::time::Instant::now();
     let accepted = client.purge(&request).await?;
     println!("accepted {} (seq {})", accepted.id, accepted.seq);

@@ -84,6 +84,60 @@ pub struct UpArgs {
     /// Purge API token (default: a fixed local one).
     #[arg(long, env = "EDGECACHE_PURGE_TOKEN", default_value = "edgecache-local")]
     pub token: String,
+    /// Serve the PoPs and the purge API over HTTPS with a certificate from a local CA
+    /// (generated once into DATA_DIR/tls; trust DATA_DIR/tls/ca.pem).
+    #[arg(long)]
+    pub tls: bool,
+}
+
+/// The local CA and the certificate every PoP and the purge API present.
+pub struct LocalTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The names the local certificate covers: every loopback address `up` serves on.
+fn local_names() -> Vec<String> {
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    names.extend(POPS.iter().map(|p| p.ip.to_owned()));
+    names
+}
+
+/// Reuses `dir`'s CA and certificate, or generates them, so a CA a user trusted once stays
+/// valid across runs.
+pub fn local_tls(dir: &Path) -> anyhow::Result<LocalTls> {
+    let tls = LocalTls {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    let usable =
+        tls.ca.exists() && edgecache_tls::cert::load_certified_key(&tls.cert, &tls.key).is_ok();
+    if !usable {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let ca = edgecache_tls::selfsigned::LocalCa::new()?;
+        let issued = ca.issue(&local_names())?;
+        std::fs::write(&tls.ca, &ca.cert_pem)?;
+        std::fs::write(&tls.cert, &issued.cert_pem)?;
+        write_private(&tls.key, issued.key_pem.as_bytes())?;
+        info!(ca = %tls.ca.display(), "generated a local CA and certificate");
+    }
+    Ok(tls)
+}
+
+/// Writes a private key readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(bytes)?;
+    Ok(())
 }
 
 /// One supervised child: how to start it and what to call it.
@@ -108,7 +162,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         let _ = signal_tx.send(true);
     });
     let exe = std::env::current_exe().context("cannot find the edgecache executable")?;
-    let parts = plan(&args, &data, &site);
+    let tls = if args.tls {
+        Some(local_tls(&data.join("tls"))?)
+    } else {
+        None
+    };
+    let parts = plan(&args, &data, &site, tls.as_ref());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<String>(parts.len());
@@ -140,7 +199,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         if started.is_err() || ready < expected {
             warn!(ready, expected, "not every part came up");
         }
-        print_table(&args, &site);
+        print_table(&args, &site, tls.as_ref());
         let _ = signalled.wait_for(|s| *s).await;
     }
     let _ = stop_tx.send(true);
@@ -151,10 +210,24 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn plan(args: &UpArgs, data: &Path, site: &Path) -> Vec<Part> {
+fn plan(args: &UpArgs, data: &Path, site: &Path, tls: Option<&LocalTls>) -> Vec<Part> {
     let s = |v: &str| v.to_owned();
     let origin = "http://127.0.0.1:8000";
-    let purge = "http://127.0.0.1:8070";
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let purge = format!("{scheme}://127.0.0.1:8070");
+    let tls_flags = |ca: bool| -> Vec<String> {
+        let Some(t) = tls else { return Vec::new() };
+        let mut flags = vec![
+            s("--tls-cert"),
+            t.cert.display().to_string(),
+            s("--tls-key"),
+            t.key.display().to_string(),
+        ];
+        if ca {
+            flags.extend([s("--purge-ca"), t.ca.display().to_string()]);
+        }
+        flags
+    };
     let mut parts = vec![
         Part {
             name: s("origin"),
@@ -176,7 +249,10 @@ fn plan(args: &UpArgs, data: &Path, site: &Path) -> Vec<Part> {
                 args.token.clone(),
                 s("--data-dir"),
                 data.join("purge-api").display().to_string(),
-            ],
+            ]
+            .into_iter()
+            .chain(tls_flags(false))
+            .collect(),
         },
     ];
     let mut route = vec![
@@ -210,14 +286,17 @@ fn plan(args: &UpArgs, data: &Path, site: &Path) -> Vec<Part> {
                 s("--disk-size"),
                 s("1GiB"),
                 s("--purge-api"),
-                s(purge),
+                purge.clone(),
                 s("--purge-token"),
                 args.token.clone(),
-            ],
+            ]
+            .into_iter()
+            .chain(tls_flags(true))
+            .collect(),
         });
         route.push(s("--pop"));
         route.push(format!(
-            "{}=http://{}:8080@{},{},admin=http://{}:9080",
+            "{}={scheme}://{}:8080@{},{},admin=http://{}:9080",
             pop.name, pop.ip, pop.lat, pop.lon, pop.ip
         ));
     }
@@ -337,9 +416,14 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
         .collect())
 }
 
-fn print_table(args: &UpArgs, site: &Path) {
+fn print_table(args: &UpArgs, site: &Path, tls: Option<&LocalTls>) {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let cacert = tls.map_or(String::new(), |t| format!("--cacert {} ", t.ca.display()));
     println!();
     println!("edgecache is up: serving {}", site.display());
+    if let Some(t) = tls {
+        println!("TLS: certificates from the local CA {}", t.ca.display());
+    }
     println!();
     println!("  {:<10} {:<26} admin", "part", "url");
     println!("  {:<10} http://127.0.0.1:8000", "origin");
@@ -347,27 +431,30 @@ fn print_table(args: &UpArgs, site: &Path) {
         println!(
             "  {:<10} {:<26} http://{}:9080   ({})",
             pop.name,
-            format!("http://{}:8080", pop.ip),
+            format!("{scheme}://{}:8080", pop.ip),
             pop.ip,
             pop.city
         );
     }
-    println!("  {:<10} http://127.0.0.1:8070", "purge-api");
+    println!("  {:<10} {scheme}://127.0.0.1:8070", "purge-api");
     println!(
         "  {:<10} {:<26} dns 127.0.0.1:5353, zone cdn.test",
         "router", "http://127.0.0.1:8053"
     );
     println!();
     println!("Try:");
-    println!("  curl -si http://127.0.2.1:8080/css/site.3f9c2a1b.css | grep -i cache-status");
+    println!(
+        "  curl -si {cacert}{scheme}://127.0.2.1:8080/css/site.3f9c2a1b.css | grep -i cache-status"
+    );
     println!("  open http://127.0.0.1:8053/dashboard");
     println!("  curl -s --interface 127.2.0.9 http://127.0.0.1:8053/v1/route");
     println!(
         "  curl -si --interface 127.3.0.9 http://127.0.0.1:8053/index.html | grep -i location"
     );
     println!("  dig @127.0.0.1 -p 5353 assets.cdn.test +subnet=127.1.0.0/24");
+    let ca_flag = tls.map_or(String::new(), |t| format!(" --ca {}", t.ca.display()));
     println!(
-        "  cargo run --release -- purge --api http://127.0.0.1:8070 --token {} --prefix /css/ --wait",
+        "  cargo run --release -- purge --api {scheme}://127.0.0.1:8070{ca_flag} --token {} --prefix /css/ --wait",
         args.token
     );
     println!("Ctrl-C stops everything.");

@@ -26,6 +26,7 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
         .route("/purge", post(purge))
+        .route("/reload", post(reload))
         .with_state(edge)
 }
 
@@ -69,6 +70,30 @@ async fn metrics(State(edge): State<Arc<Edge>>) -> impl IntoResponse {
         )],
         edge.metrics.render(&edge.memory),
     )
+}
+
+/// `POST /reload`: reads the config file again and applies it; an invalid one gets 422
+/// with the bad key, and the running config stays.
+async fn reload(State(edge): State<Arc<Edge>>) -> Response {
+    match edge.reload().await {
+        Ok(report) => Json(json!({
+            "status": "reloaded",
+            "restart_required": report.restart_required,
+        }))
+        .into_response(),
+        Err(e) => {
+            warn!(pop = %edge.pop, key = e.key().unwrap_or(""), error = %e, "config reload refused; the running config stays");
+            let status = match e {
+                crate::ReloadError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                crate::ReloadError::NoSource => StatusCode::CONFLICT,
+            };
+            (
+                status,
+                Json(json!({"error": e.to_string(), "key": e.key()})),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// `POST /purge` with the purge API's body: applied to this node only, at once.

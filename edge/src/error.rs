@@ -27,13 +27,16 @@ pub enum UpstreamError {
     Timeout,
     #[error("origin response broken: {0}")]
     Protocol(String),
+    /// The TLS handshake with the origin failed, e.g. its certificate is not trusted.
+    #[error("origin TLS handshake failed: {0}")]
+    Tls(String),
 }
 
 impl UpstreamError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::FirstByteTimeout(_) | Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::Connect(_) | Self::Protocol(_) => StatusCode::BAD_GATEWAY,
+            Self::Connect(_) | Self::Protocol(_) | Self::Tls(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -43,6 +46,7 @@ impl UpstreamError {
             Self::Connect(_) => "origin-unreachable",
             Self::FirstByteTimeout(_) | Self::Timeout => "origin-timeout",
             Self::Protocol(_) => "origin-broken",
+            Self::Tls(_) => "origin-tls-failed",
         }
     }
 
@@ -50,12 +54,39 @@ impl UpstreamError {
     pub fn from_reqwest(e: &reqwest::Error) -> Self {
         if e.is_timeout() {
             Self::Timeout
+        } else if let Some(tls) = tls_cause(e) {
+            Self::Tls(tls)
         } else if e.is_connect() {
             Self::Connect(root_cause(e))
         } else {
             Self::Protocol(root_cause(e))
         }
     }
+}
+
+/// The TLS error behind a failed request, if that is what failed.
+fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        // An io::Error's `source()` skips the error it wraps; rustls errors travel in one.
+        if let Some(tls) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls.to_string());
+        }
+        // Connectors may box the TLS error in their own types; its text still says so.
+        let text = err.to_string();
+        if text.contains("certificate") || text.contains("handshake") {
+            return Some(text);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// The innermost error message: reqwest's own top level says little ("error sending request").

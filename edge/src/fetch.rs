@@ -113,7 +113,7 @@ impl Edge {
                 resp.headers(),
                 request_time,
                 response_time,
-                &self.policy,
+                &self.policy(),
             ));
             self.memory.store(&done.key, refreshed.clone());
             if let Some(disk) = &self.disk
@@ -153,7 +153,7 @@ impl Edge {
             targeted,
             request_time,
             response_time,
-            &self.policy,
+            &self.policy(),
         );
         let keep = not_storable.is_none()
             && !(replaces_stale && status.is_server_error())
@@ -245,7 +245,7 @@ impl Edge {
                 &request.client_headers,
                 request_time,
                 response_time,
-                &self.policy,
+                &self.policy(),
             )
         };
         if let Some(w) = writer {

@@ -10,6 +10,7 @@
 //! - [`respond`]: conditionals, ranges and full responses from stored entries.
 //! - [`cache_status`]: RFC 9211 `Cache-Status`. [`metrics`], [`admin`]: observability.
 //! - [`upstream`]: the origin client. [`config`], [`error`].
+//! - [`reload`]: live reload of origins, freshness rules and certificates.
 
 pub mod admin;
 pub mod cache_control;
@@ -28,6 +29,7 @@ pub mod policy;
 pub mod proxy;
 pub mod purge;
 pub mod purge_sync;
+pub mod reload;
 pub mod respond;
 pub mod server;
 pub mod sweep;
@@ -36,4 +38,5 @@ pub mod upstream;
 pub use config::EdgeConfig;
 pub use error::EdgeError;
 pub use node::Edge;
-pub use server::run;
+pub use reload::{ConfigSource, ReloadError, ReloadReport};
+pub use server::{RunOptions, run, run_with};

@@ -10,16 +10,20 @@ use crate::memory::MemoryTier;
 use crate::metrics::Metrics;
 use crate::policy::PolicyConfig;
 use crate::purge::PurgeRules;
+use crate::reload::Reloader;
 use crate::upstream::Upstream;
-use std::sync::Mutex;
+use arc_swap::ArcSwap;
+use edgecache_tls::CertStore;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// One PoP's cache and its connection to the origin.
 pub struct Edge {
     pub(crate) pop: String,
     /// This cache's name in `Cache-Status`: `edgecache-<pop>`.
     pub(crate) status_name: String,
-    pub(crate) policy: PolicyConfig,
+    /// Freshness tunables; replaced by a reload.
+    pub(crate) policy: ArcSwap<PolicyConfig>,
     pub(crate) key_rules: KeyRules,
     pub(crate) memory: MemoryTier,
     pub(crate) disk: Option<DiskTier>,
@@ -31,7 +35,10 @@ pub struct Edge {
     /// False until every purge missed while down is applied; until then nothing is served
     /// from the disk tier and `/readyz` says not ready.
     caught_up: AtomicBool,
-    pub(crate) allow_purge_method: bool,
+    pub(crate) allow_purge_method: AtomicBool,
+    /// The public listener's certificate, when it serves HTTPS.
+    pub(crate) certs: Option<Arc<CertStore>>,
+    pub(crate) reloader: Reloader,
 }
 
 /// Whether a purge sweep runs, and whether another round was asked for meanwhile.
@@ -53,11 +60,7 @@ impl Edge {
         Ok(Self {
             pop: config.pop.clone(),
             status_name: format!("edgecache-{}", config.pop),
-            policy: PolicyConfig {
-                heuristic_fraction: config.cache.heuristic_fraction,
-                heuristic_max: config.cache.heuristic_max.0.as_secs(),
-                stale_if_error_default: config.cache.stale_if_error.0.as_secs(),
-            },
+            policy: ArcSwap::from_pointee(policy_of(config)),
             key_rules: key_rules.clone(),
             memory: MemoryTier::new(config.memory.size.0, max_object),
             metrics: Metrics::new(&config.pop, disk.as_ref()),
@@ -68,10 +71,33 @@ impl Edge {
             disk,
             sweep: Mutex::new(SweepState::default()),
             caught_up: AtomicBool::new(config.purge.api.is_none()),
-            allow_purge_method: config.purge.allow_purge_method,
+            allow_purge_method: AtomicBool::new(config.purge.allow_purge_method),
             coalescer: Coalescer::default(),
             upstream: Upstream::new(config)?,
+            certs: match &config.tls {
+                Some(tls) => Some(
+                    CertStore::open(tls)
+                        .map_err(|e| EdgeError::Config(format!("edge.tls: {e}")))?,
+                ),
+                None => None,
+            },
+            reloader: Reloader::new(config.clone()),
         })
+    }
+
+    /// The freshness tunables in force.
+    pub(crate) fn policy(&self) -> PolicyConfig {
+        **self.policy.load()
+    }
+
+    /// Whether `PURGE` on the public listener is accepted.
+    pub(crate) fn allows_purge_method(&self) -> bool {
+        self.allow_purge_method.load(Ordering::Relaxed)
+    }
+
+    /// The public listener's certificate store, when it serves HTTPS.
+    pub fn certs(&self) -> Option<&Arc<CertStore>> {
+        self.certs.as_ref()
     }
 
     pub fn pop(&self) -> &str {
@@ -92,5 +118,14 @@ impl Edge {
         if !self.caught_up.swap(true, Ordering::AcqRel) {
             tracing::info!(pop = %self.pop, seq = self.purges.last_seq(), "caught up with the purge log");
         }
+    }
+}
+
+/// The freshness tunables of a config.
+pub(crate) fn policy_of(config: &EdgeConfig) -> PolicyConfig {
+    PolicyConfig {
+        heuristic_fraction: config.cache.heuristic_fraction,
+        heuristic_max: config.cache.heuristic_max.0.as_secs(),
+        stale_if_error_default: config.cache.stale_if_error.0.as_secs(),
     }
 }

@@ -168,7 +168,7 @@ impl Edge {
                 let now = SystemTime::now();
                 if let Some(entry) = stale.filter(|e| {
                     e.freshness
-                        .usable_on_error(req_cc, now, self.policy.stale_if_error_default)
+                        .usable_on_error(req_cc, now, self.policy().stale_if_error_default)
                 }) {
                     return self.stale_on_error(&entry, parts, fwd, None, err.detail(), now);
                 }
@@ -187,7 +187,7 @@ impl Edge {
             && head_matches(resp.headers(), entry)
         {
             let refreshed =
-                Arc::new(entry.refreshed(resp.headers(), request_time, now, &self.policy));
+                Arc::new(entry.refreshed(resp.headers(), request_time, now, &self.policy()));
             self.memory.store(key, refreshed.clone());
             let status = CacheStatus {
                 fwd: Some(fwd),
@@ -252,7 +252,7 @@ impl Edge {
             Outcome::Failed(err) => {
                 if let Some(entry) = stale.filter(|e| {
                     e.freshness
-                        .usable_on_error(req_cc, now, self.policy.stale_if_error_default)
+                        .usable_on_error(req_cc, now, self.policy().stale_if_error_default)
                 }) {
                     return self.stale_on_error(&entry, parts, fwd, None, err.detail(), now);
                 }
@@ -267,8 +267,11 @@ impl Edge {
             Outcome::Response(head) => {
                 if head.status.is_server_error()
                     && let Some(entry) = stale.filter(|e| {
-                        e.freshness
-                            .usable_on_error(req_cc, now, self.policy.stale_if_error_default)
+                        e.freshness.usable_on_error(
+                            req_cc,
+                            now,
+                            self.policy().stale_if_error_default,
+                        )
                     })
                 {
                     let code = Some(head.status.as_u16());
@@ -669,7 +672,7 @@ impl Edge {
     /// empty the cache; when allowed, a hard purge of the request's URL on this node.
     fn purge_method(self: &Arc<Self>, parts: &Parts) -> Response<Body> {
         let mut status = CacheStatus::forward(Fwd::Bypass);
-        if !self.allow_purge_method {
+        if !self.allows_purge_method() {
             status.detail = Some("purge-method-disabled");
             let mut resp = self.error_response(
                 StatusCode::METHOD_NOT_ALLOWED,

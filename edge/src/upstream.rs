@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use http::header::{HOST, HeaderName, HeaderValue};
 use http::{HeaderMap, Method};
 use tracing::{info, warn};
@@ -26,11 +27,16 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// A client for the configured origins.
+/// A client for the configured origins. A reload swaps the whole set at once: requests
+/// already sent finish with the set they started with.
 #[derive(Clone)]
 pub struct Upstream {
-    client: reqwest::Client,
-    origins: Arc<[Origin]>,
+    current: Arc<ArcSwap<Origins>>,
+}
+
+/// The origins of one configuration, in failover order, and their timeouts.
+struct Origins {
+    origins: Box<[Origin]>,
     timeouts: TimeoutConfig,
 }
 
@@ -40,6 +46,8 @@ struct Origin {
     health: OriginHealth,
     /// How logs name it: its URL without credentials.
     label: String,
+    /// The shared client, or one of its own that trusts the origin's `ca`.
+    client: reqwest::Client,
 }
 
 enum Target {
@@ -61,7 +69,12 @@ fn failure_reason(outcome: &Result<reqwest::Response, UpstreamError>) -> Option<
 }
 
 impl Origin {
-    fn new(i: usize, entry: &OriginEntry) -> Result<Self, EdgeError> {
+    fn new(
+        i: usize,
+        entry: &OriginEntry,
+        timeouts: &TimeoutConfig,
+        shared: &reqwest::Client,
+    ) -> Result<Self, EdgeError> {
         let bad = |why: String| EdgeError::Config(format!("edge.origins[{i}]: {why}"));
         let (target, label) = match (&entry.url, &entry.s3) {
             (Some(url), None) => {
@@ -83,50 +96,101 @@ impl Origin {
             }
             _ => return Err(bad("set exactly one of url and s3".into())),
         };
+        let client = match &entry.ca {
+            None => shared.clone(),
+            Some(path) => {
+                let pem =
+                    edgecache_tls::cert::load_ca_pem(path).map_err(|e| bad(format!("ca: {e}")))?;
+                let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| bad(format!("ca: {}: {e}", path.display())))?;
+                client_builder(timeouts)
+                    .tls_certs_only(roots)
+                    .build()
+                    .map_err(|e| bad(format!("ca: cannot build a client: {e}")))?
+            }
+        };
         Ok(Self {
             target,
             health: OriginHealth::new(entry.retry_after()),
             label,
+            client,
         })
     }
 }
 
-impl Upstream {
-    pub fn new(config: &EdgeConfig) -> Result<Self, EdgeError> {
+/// The origin client's settings: timeouts, no redirects or proxies, a large idle pool.
+fn client_builder(t: &TimeoutConfig) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(t.connect.0)
+        .read_timeout(t.idle.0)
+        .timeout(t.total.0)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .pool_max_idle_per_host(256)
+        .pool_idle_timeout(t.pool_idle.0)
+        .tcp_nodelay(true)
+}
+
+impl Origins {
+    fn new(config: &EdgeConfig) -> Result<Self, EdgeError> {
         if config.origins.is_empty() {
             return Err(EdgeError::Config(
                 "edge.origins: at least one origin is required".into(),
             ));
         }
         let t = &config.timeouts;
-        let client = reqwest::Client::builder()
-            .connect_timeout(t.connect.0)
-            .read_timeout(t.idle.0)
-            .timeout(t.total.0)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .pool_max_idle_per_host(256)
-            .pool_idle_timeout(t.pool_idle.0)
-            .tcp_nodelay(true)
+        let shared = client_builder(t)
             .build()
             .map_err(|e| EdgeError::Config(format!("edge.origins: cannot build client: {e}")))?;
         let mut origins = config
             .origins
             .iter()
             .enumerate()
-            .map(|(i, o)| Origin::new(i, o))
+            .map(|(i, o)| Origin::new(i, o, t, &shared))
             .collect::<Result<Vec<_>, _>>()?;
         // A parent PoP comes first; failing, the origins take over like any failover.
         if let Some(parent) = &config.parent {
-            origins.insert(0, Origin::new(0, &OriginEntry::http(parent.clone()))?);
+            let entry = OriginEntry::http(parent.clone());
+            origins.insert(0, Origin::new(0, &entry, t, &shared)?);
         }
         Ok(Self {
-            client,
             origins: origins.into(),
             timeouts: t.clone(),
         })
     }
+}
 
+impl Upstream {
+    pub fn new(config: &EdgeConfig) -> Result<Self, EdgeError> {
+        Ok(Self {
+            current: Arc::new(ArcSwap::from_pointee(Origins::new(config)?)),
+        })
+    }
+
+    /// Builds the origins of `config` and, only if that works, puts them in place of the
+    /// current ones. Their health starts afresh.
+    pub fn replace(&self, config: &EdgeConfig) -> Result<(), EdgeError> {
+        let origins = Origins::new(config)?;
+        let labels: Vec<&str> = origins.origins.iter().map(|o| o.label.as_str()).collect();
+        info!(origins = ?labels, "origins replaced");
+        self.current.store(Arc::new(origins));
+        Ok(())
+    }
+
+    /// Sends a request; see [`Origins::send`].
+    pub async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: HeaderMap,
+        body: Option<reqwest::Body>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let origins = self.current.load_full();
+        origins.send(method, path_and_query, headers, body).await
+    }
+}
+
+impl Origins {
     /// Sends a request for `path_and_query` and waits for the response head.
     ///
     /// A GET or HEAD without a body goes to the origins in order, skipping those being
@@ -211,7 +275,7 @@ impl Upstream {
             match &origin.target {
                 Target::Http { base } => {
                     let url = format!("{base}{path_and_query}");
-                    let mut req = self.client.request(method, url).headers(headers);
+                    let mut req = origin.client.request(method, url).headers(headers);
                     if let Some(body) = body {
                         req = req.body(body);
                     }
@@ -220,7 +284,7 @@ impl Upstream {
                         .map_err(|e| UpstreamError::from_reqwest(&e))
                 }
                 Target::S3(s3) => {
-                    s3.send(&self.client, method, path_and_query, &headers)
+                    s3.send(&origin.client, method, path_and_query, &headers)
                         .await
                 }
             }

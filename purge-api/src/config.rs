@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use edgecache_tls::TlsConfig;
 use serde::Deserialize;
 
 use crate::error::PurgeApiError;
@@ -21,6 +22,7 @@ use crate::error::PurgeApiError;
 /// poll_max_wait_seconds = 10     # longest long-poll; below pop_timeout_seconds
 /// max_body_bytes = 1048576       # larger purge bodies get 413
 /// max_entries = 1000             # per list (urls, prefixes, tags) in one purge
+/// tls = { cert = "cert.pem", key = "key.pem" }  # serve HTTPS (re-read when changed)
 /// ```
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +45,9 @@ pub struct PurgeApiConfig {
     pub max_body_bytes: usize,
     #[serde(default = "default_max_entries")]
     pub max_entries: usize,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this certificate.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 fn default_listen() -> String {
@@ -83,6 +88,7 @@ impl std::fmt::Debug for PurgeApiConfig {
             .field("poll_max_wait_seconds", &self.poll_max_wait_seconds)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_entries", &self.max_entries)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -100,6 +106,7 @@ impl PurgeApiConfig {
             poll_max_wait_seconds: default_poll_max_wait(),
             max_body_bytes: default_max_body(),
             max_entries: default_max_entries(),
+            tls: None,
         }
     }
 
@@ -183,6 +190,13 @@ impl PurgeApiConfig {
                 "purge_api.max_entries",
                 "must be at least 1",
             ));
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate("purge_api.tls")
+                .map_err(|e| match e.split_once(": ") {
+                    Some((key, why)) => PurgeApiError::config(key, why),
+                    None => PurgeApiError::config("purge_api.tls", e),
+                })?;
         }
         Ok(())
     }

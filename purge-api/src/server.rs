@@ -193,6 +193,9 @@ pub fn router(api: PurgeApi) -> Router {
         .with_state(api)
 }
 
+/// How long shutdown waits for requests in flight (long-polls are woken at once).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves `config` on `listener` until `shutdown` completes, then ends long-polls, drains
 /// open requests and flushes the registry.
 pub async fn run(
@@ -216,8 +219,19 @@ pub async fn run(
         shutdown.await;
         stopper.shutdown();
     };
-    let served = axum::serve(listener, router(api.clone()))
-        .with_graceful_shutdown(signal)
+    let tls = match &api.config().tls {
+        Some(tls) => {
+            let bad =
+                |e: edgecache_tls::TlsError| PurgeApiError::config("purge_api.tls", e.to_string());
+            let store = edgecache_tls::CertStore::open(tls).map_err(bad)?;
+            Some(edgecache_tls::server_config(store).map_err(bad)?)
+        }
+        None => None,
+    };
+    let options = edgecache_tls::Serve::plain()
+        .with_tls(tls)
+        .with_grace(SHUTDOWN_GRACE);
+    let served = edgecache_tls::serve(listener, router(api.clone()), options, signal)
         .await
         .map_err(PurgeApiError::Serve);
     let flushed = api.flush();

@@ -5,6 +5,7 @@ pub mod browser;
 pub mod health;
 pub mod purge;
 pub mod router;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
