@@ -264,7 +264,7 @@ fn plan(args: &UpArgs, data: &Path, site: &Path, tls: Option<&LocalTls>) -> Vec<
         s("--origin"),
         s(origin),
         s("--purge-api"),
-        s(purge),
+        purge.clone(),
         s("--purge-token"),
         args.token.clone(),
     ];

@@ -37,6 +37,9 @@ pub struct EdgeConfig {
     pub tls: Option<TlsConfig>,
     /// How long shutdown waits for responses in flight before closing their connections.
     pub shutdown_grace: HumanDuration,
+    /// Access-log lines (target `edgecache::access`) written per second at most; the rest
+    /// are counted on the next line. 0 turns the access log off.
+    pub access_log_per_second: u64,
 }
 
 impl Default for EdgeConfig {
@@ -54,6 +57,7 @@ impl Default for EdgeConfig {
             timeouts: TimeoutConfig::default(),
             tls: None,
             shutdown_grace: HumanDuration(Duration::from_secs(30)),
+            access_log_per_second: 100,
         }
     }
 }

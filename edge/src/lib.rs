@@ -12,6 +12,7 @@
 //! - [`upstream`]: the origin client. [`config`], [`error`].
 //! - [`reload`]: live reload of origins, freshness rules and certificates.
 
+pub mod access_log;
 pub mod admin;
 pub mod cache_control;
 pub mod cache_status;

@@ -1,6 +1,7 @@
 //! The edge node's shared state: configuration, tiers, coalescing table, origin client
 //! and metrics.
 
+use crate::access_log::AccessLog;
 use crate::coalesce::Coalescer;
 use crate::config::EdgeConfig;
 use crate::disk::DiskTier;
@@ -39,6 +40,7 @@ pub struct Edge {
     /// The public listener's certificate, when it serves HTTPS.
     pub(crate) certs: Option<Arc<CertStore>>,
     pub(crate) reloader: Reloader,
+    pub(crate) access_log: AccessLog,
 }
 
 /// Whether a purge sweep runs, and whether another round was asked for meanwhile.
@@ -58,6 +60,7 @@ impl Edge {
             None => None,
         };
         Ok(Self {
+            access_log: AccessLog::new(config.access_log_per_second),
             pop: config.pop.clone(),
             status_name: format!("edgecache-{}", config.pop),
             policy: ArcSwap::from_pointee(policy_of(config)),

@@ -13,6 +13,7 @@ use http::request::Parts;
 use http::{HeaderMap, Method, Response, StatusCode};
 use tracing::{debug, warn};
 
+use crate::access_log::{self, OriginWait};
 use crate::cache_control::CacheControl;
 use crate::cache_status::{CACHE_STATUS, CacheState, CacheStatus, Fwd};
 use crate::coalesce::{FetchedHead, Outcome};
@@ -66,11 +67,35 @@ pub async fn handle(
     } else if parts.method.as_str() == "PURGE" {
         (edge.purge_method(&parts), CacheState::Pass)
     } else {
-        edge.pass(parts.clone(), body, peer).await
+        let asked = Instant::now();
+        let (mut resp, state) = edge.pass(parts.clone(), body, peer).await;
+        resp.extensions_mut().insert(OriginWait(asked.elapsed()));
+        (resp, state)
     };
     let elapsed = started.elapsed();
     edge.metrics.request(state, elapsed);
     let resp = count_body_bytes(&edge, resp);
+    if let Some(suppressed) = edge.access_log.admit() {
+        let origin = resp.extensions().get::<OriginWait>().map(|w| w.0);
+        let tier = resp
+            .headers()
+            .get(CACHE_STATUS)
+            .and_then(|v| access_log::tier_of(v.as_bytes()))
+            .unwrap_or(if origin.is_some() { "origin" } else { "-" });
+        let line = access_log::Line {
+            pop: &edge.pop,
+            client: peer,
+            method: &parts.method,
+            uri: &parts.uri,
+            status: resp.status(),
+            bytes: resp.body().size_hint().exact(),
+            cache: state.as_str(),
+            tier,
+            origin,
+            total: elapsed,
+        };
+        edge.access_log.write(&line, suppressed);
+    }
     debug!(
         method = %parts.method,
         uri = %parts.uri,
@@ -137,12 +162,15 @@ impl Edge {
                 CacheState::Error,
             );
         }
-        if parts.method == Method::HEAD {
-            return self
-                .forward_head(parts, &key, stale, fwd, &req_cc, peer)
-                .await;
-        }
-        self.fetch(parts, key, stale, fwd, &req_cc, peer).await
+        let asked = Instant::now();
+        let (mut resp, state) = if parts.method == Method::HEAD {
+            self.forward_head(parts, &key, stale, fwd, &req_cc, peer)
+                .await
+        } else {
+            self.fetch(parts, key, stale, fwd, &req_cc, peer).await
+        };
+        resp.extensions_mut().insert(OriginWait(asked.elapsed()));
+        (resp, state)
     }
 
     /// A HEAD the cache cannot answer goes to the origin as a HEAD; its answer freshens a

@@ -1,0 +1,127 @@
+//! The access log: one JSON line per request from `edgecache edge --log-format json`, with
+//! what an operator needs to read it (method, path, status, bytes, cache state, tier,
+//! origin and total time, client IP, PoP).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `edgecache ARGS`; returns the first stdout line and a channel of stderr lines.
+fn start(args: &[&str]) -> (Running, String, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgecache"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn edgecache");
+    let mut first = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut first).unwrap();
+    // Keep reading: the edge prints its admin address next, and a closed pipe would end it.
+    std::thread::spawn(move || for _ in stdout.lines().map_while(Result::ok) {});
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (
+        Running(child),
+        first.trim().trim_start_matches("listening on ").to_owned(),
+        rx,
+    )
+}
+
+/// The next `n` access-log records, waiting at most 10 s.
+fn access_lines(rx: &mpsc::Receiver<String>, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut found = Vec::new();
+    while found.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("only {} access lines: {found:?}", found.len()));
+        let Ok(record) = serde_json::from_str::<serde_json::Value>(&line) else {
+            panic!("a log line that is not JSON: {line}");
+        };
+        if record["target"] == "edgecache::access" {
+            found.push(record["fields"].clone());
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn each_request_gets_one_json_access_line() {
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(site.path().join("app.3f9c2a1b.js"), "console.log(1)").unwrap();
+    let root = site.path().to_str().unwrap();
+    let (_origin, origin_url, _) = start(&["origin", "--root", root, "--listen", "127.0.0.1:0"]);
+    let (_edge, edge_url, logs) = start(&[
+        "--log-format",
+        "json",
+        "edge",
+        "--origin",
+        &origin_url,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--pop",
+        "logs",
+    ]);
+
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for _ in 0..2 {
+        let resp = client
+            .get(format!("{edge_url}/app.3f9c2a1b.js?v=2"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), "console.log(1)");
+    }
+    let missing = client
+        .get(format!("{edge_url}/missing.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    let lines = access_lines(&logs, 3);
+    let (miss, hit, not_found) = (&lines[0], &lines[1], &lines[2]);
+    for line in &lines {
+        assert_eq!(line["pop"], "logs", "{line}");
+        assert_eq!(line["client"], "127.0.0.1", "{line}");
+        assert_eq!(line["method"], "GET", "{line}");
+        assert!(line["total_ms"].as_f64().unwrap() >= 0.0, "{line}");
+    }
+    assert_eq!(miss["path"], "/app.3f9c2a1b.js?v=2");
+    assert_eq!(miss["status"], 200);
+    assert_eq!(miss["cache"], "miss");
+    assert_eq!(miss["tier"], "origin");
+    assert!(miss["origin_ms"].as_f64().unwrap() > 0.0, "{miss}");
+
+    assert_eq!(hit["status"], 200);
+    assert_eq!(hit["cache"], "hit");
+    assert_eq!(hit["tier"], "memory");
+    assert_eq!(hit["bytes"], 14);
+    assert!(hit.get("origin_ms").is_none(), "{hit}");
+
+    assert_eq!(not_found["path"], "/missing.js");
+    assert_eq!(not_found["status"], 404);
+}
