@@ -156,6 +156,17 @@ impl Inflight {
         }
     }
 
+    /// The body received so far followed by `last`, in one buffer of its own.
+    pub fn body_with(&self, last: &Bytes) -> Bytes {
+        let inner = self.lock();
+        let len = inner.chunks.iter().map(Bytes::len).sum::<usize>() + last.len();
+        let mut body = Vec::with_capacity(len);
+        for chunk in inner.chunks.iter().chain(std::iter::once(last)) {
+            body.extend_from_slice(chunk);
+        }
+        Bytes::from(body)
+    }
+
     pub fn push_chunk(&self, chunk: Bytes) {
         self.lock().chunks.push(chunk);
         self.changed.send_replace(());

@@ -204,6 +204,18 @@ impl Edge {
             self.coalescer.release(&done.key, &done.inflight);
         }
 
+        let describe = |len: u64| {
+            CachedResponse::describe(
+                status,
+                &origin_headers,
+                len,
+                &request.client_headers,
+                request_time,
+                response_time,
+                &self.policy(),
+            )
+        };
+        let mut stored = false;
         let mut received: u64 = 0;
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
@@ -234,20 +246,19 @@ impl Edge {
                     }
                     done.inflight.file_written(w.len());
                 }
-                None => done.inflight.push_chunk(chunk),
+                None => {
+                    // The origin's last declared byte: the entry is stored before any client
+                    // can have the whole body, so a request right after one finds it.
+                    if keep && length == Some(received) && received <= max {
+                        let mut entry = describe(received);
+                        entry.body = done.inflight.body_with(&chunk);
+                        self.keep_in_memory(&done.key, entry);
+                        stored = true;
+                    }
+                    done.inflight.push_chunk(chunk);
+                }
             }
         }
-        let describe = |len: u64| {
-            CachedResponse::describe(
-                status,
-                &origin_headers,
-                len,
-                &request.client_headers,
-                request_time,
-                response_time,
-                &self.policy(),
-            )
-        };
         if let Some(w) = writer {
             // Clients have every byte already; making the file durable can follow.
             done.inflight.finish(Ok(()));
@@ -262,16 +273,21 @@ impl Edge {
         }
         // Stored before the end is announced: a waiter cutting a range from the stored copy
         // must find it there.
-        if keep && received <= max {
+        if keep && !stored && received <= max {
             let mut entry = describe(received);
             entry.body = done.inflight.body_so_far();
-            let entry = Arc::new(entry);
-            self.memory.store(&done.key, entry.clone());
-            if let Some(disk) = self.disk.clone() {
-                self.write_behind(disk, done.key.clone(), entry);
-            }
+            self.keep_in_memory(&done.key, entry);
         }
         done.inflight.finish(Ok(()));
+    }
+
+    /// Stores a fetched entry in the memory tier, and copies it to the disk tier behind.
+    fn keep_in_memory(self: &Arc<Self>, key: &CacheKey, entry: CachedResponse) {
+        let entry = Arc::new(entry);
+        self.memory.store(key, entry.clone());
+        if let Some(disk) = self.disk.clone() {
+            self.write_behind(disk, key.clone(), entry);
+        }
     }
 
     /// Copies an entry held in memory to the disk tier, then gives the memory copy its
