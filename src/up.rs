@@ -459,3 +459,45 @@ fn print_table(args: &UpArgs, site: &Path, tls: Option<&LocalTls>) {
     );
     println!("Ctrl-C stops everything.");
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn the_router_reads_every_pops_admin_and_the_purge_api() {
+        let args = UpArgs {
+            site: None,
+            data_dir: PathBuf::from("/data"),
+            pops: 3,
+            no_restart: false,
+            token: "t0ken".into(),
+        };
+        let parts = plan(&args, Path::new("/data"), Path::new("/site"));
+        let route = parts.iter().find(|p| p.name == "router").unwrap();
+        let cli = crate::cli::Cli::try_parse_from(
+            std::iter::once("edgecache".to_owned()).chain(route.args.iter().cloned()),
+        )
+        .unwrap();
+        let crate::cli::Command::Route(route_args) = cli.command else {
+            panic!("not a route command: {:?}", route.args);
+        };
+        let config = crate::router::config_from(&route_args, None).unwrap();
+        assert_eq!(
+            config.dashboard.purge_api.as_deref(),
+            Some("http://127.0.0.1:8070")
+        );
+        assert_eq!(config.dashboard.purge_token.as_deref(), Some("t0ken"));
+        let admins: Vec<_> = config.pops.iter().map(|p| p.admin_url.as_deref()).collect();
+        assert_eq!(
+            admins,
+            [
+                Some("http://127.0.1.1:9080"),
+                Some("http://127.0.2.1:9080"),
+                Some("http://127.0.3.1:9080")
+            ]
+        );
+    }
+}

@@ -16,4 +16,7 @@ fn readme_config_example_parses_and_validates() {
     assert!(config.origin.is_some());
     let purge_api = config.purge_api.expect("[purge_api] table");
     purge_api.validate().unwrap();
+    let router = config.router.expect("[router] table");
+    router.validate().unwrap();
+    assert!(router.dashboard.purge_api.is_some());
 }
