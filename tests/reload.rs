@@ -226,3 +226,97 @@ async fn a_listener_change_is_reported_as_needing_a_restart() {
         serde_json::json!(["edge.memory.size"])
     );
 }
+
+/// `edgecache edge --config FILE` as a child process, its stderr collected.
+struct EdgeProcess {
+    child: std::process::Child,
+    url: String,
+    stderr: Arc<std::sync::Mutex<String>>,
+}
+
+impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl EdgeProcess {
+    fn start(config: &Path) -> Self {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edgecache"))
+            .args(["edge", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_owned();
+        let stderr = Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&line);
+                sink.lock().unwrap().push('\n');
+            }
+        });
+        Self { child, url, stderr }
+    }
+
+    fn hangup(&self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn sighup_reloads_and_refuses_an_invalid_file() {
+    let a = TestOrigin::start(|_, _| resp(200, &[("cache-control", "no-store")], "A")).await;
+    let b = TestOrigin::start(|_, _| resp(200, &[("cache-control", "no-store")], "B")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edgecache.toml");
+    write_config(&path, &a.url(), "");
+    let edge = EdgeProcess::start(&path);
+    let client = support::client();
+    let body = |client: reqwest::Client, url: String| async move {
+        let r = client.get(url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    };
+    let url = format!("{}/x", edge.url);
+    assert_eq!(body(client.clone(), url.clone()).await, "A");
+
+    write_config(&path, &b.url(), "");
+    edge.hangup();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while body(client.clone(), url.clone()).await != "B" {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not switch the origin"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    write_config(&path, "ftp://127.0.0.1:1", "");
+    edge.hangup();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = edge.stderr.lock().unwrap().clone();
+        if log.contains("config reload refused") {
+            assert!(log.contains("edge.origins[0].url"), "{log}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no error logged: {log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(body(client.clone(), url.clone()).await, "B");
+}
