@@ -474,8 +474,9 @@ mod tests {
             pops: 3,
             no_restart: false,
             token: "t0ken".into(),
+            tls: false,
         };
-        let parts = plan(&args, Path::new("/data"), Path::new("/site"));
+        let parts = plan(&args, Path::new("/data"), Path::new("/site"), None);
         let route = parts.iter().find(|p| p.name == "router").unwrap();
         let cli = crate::cli::Cli::try_parse_from(
             std::iter::once("edgecache".to_owned()).chain(route.args.iter().cloned()),
