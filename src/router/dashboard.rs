@@ -190,6 +190,9 @@ impl Dashboard {
             match result {
                 None => {}
                 Some(Ok(stats)) => {
+                    if state.error.is_some() {
+                        tracing::info!(pop = %pop.name, "PoP stats readable again");
+                    }
                     state.history.record(now, &stats);
                     state.stats = Some(stats);
                     state.error = None;
@@ -207,6 +210,9 @@ impl Dashboard {
         match purge {
             None => {}
             Some(Ok(pops)) => {
+                if purge_state.error.is_some() {
+                    tracing::info!("purge API readable again");
+                }
                 purge_state.pops = pops;
                 purge_state.error = None;
                 purge_state.read_at = Some(wall);
