@@ -18,6 +18,7 @@ pub mod dns;
 pub mod geo;
 pub mod health;
 pub mod http;
+pub mod metrics;
 pub mod select;
 
 use std::future::Future;

@@ -292,6 +292,23 @@ async fn unknown_clients_get_the_default_order_and_bad_input_a_400() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+
+    // Three decisions, all for eu-west; the 400s decided nothing.
+    let metrics = client
+        .get(format!("{}/v1/metrics", router.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "edgecache_router_decisions_total{pop=\"eu-west\"} 3",
+        "edgecache_router_decisions_total{pop=\"us-east\"} 0",
+        "edgecache_router_pop_healthy{pop=\"eu-west\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line:?} in\n{metrics}");
+    }
     router.stop().await;
 }
 

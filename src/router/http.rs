@@ -24,6 +24,7 @@ pub fn app(table: Arc<RouteTable>, dashboard: Option<Arc<Dashboard>>) -> Router 
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/route", get(route))
+        .route("/v1/metrics", get(metrics))
         .fallback(redirect)
         .with_state(table);
     if let Some(dashboard) = dashboard {
@@ -34,6 +35,17 @@ pub fn app(table: Arc<RouteTable>, dashboard: Option<Arc<Dashboard>>) -> Router 
 
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+async fn metrics(State(table): State<Arc<RouteTable>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        super::metrics::render(&table),
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,6 +2,7 @@
 //! clients of unknown location), healthy ones first, the origin when every PoP is down.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use reqwest::Url;
 use reqwest::header::HeaderValue;
@@ -163,6 +164,8 @@ pub struct RouteTable {
     origin: Option<Endpoint>,
     geo: GeoDb,
     health: HealthView,
+    /// Decisions by the target chosen: one per PoP, then the origin.
+    decisions: Vec<AtomicU64>,
 }
 
 impl RouteTable {
@@ -173,8 +176,10 @@ impl RouteTable {
         health: HealthView,
     ) -> Result<RouteTable, RouterError> {
         config.validate()?;
+        let pops = pops_of(config)?;
         Ok(RouteTable {
-            pops: pops_of(config)?,
+            decisions: (0..=pops.len()).map(|_| AtomicU64::new(0)).collect(),
+            pops,
             default_order: default_order(config),
             origin: config
                 .origin
@@ -208,7 +213,27 @@ impl RouteTable {
     pub fn decide_at(&self, ip: IpAddr, place: Place) -> Decision {
         let health = self.health.snapshot();
         let ranked = rank(&self.pops, &self.default_order, place.coords, &health);
-        Decision { ip, place, ranked }
+        let decision = Decision { ip, place, ranked };
+        let chosen = match (decision.all_down(), &self.origin) {
+            (true, Some(_)) => Some(self.pops.len()),
+            _ => decision.ranked.first().map(|r| r.pop),
+        };
+        if let Some(counter) = chosen.and_then(|i| self.decisions.get(i)) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        decision
+    }
+
+    /// Decisions so far that chose PoP `i` (`pops().len()`: the origin).
+    pub fn decisions(&self, i: usize) -> u64 {
+        self.decisions
+            .get(i)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Each PoP's health now, in `pops()` order.
+    pub fn health_snapshot(&self) -> Vec<bool> {
+        self.health.snapshot()
     }
 
     /// The nearest healthy PoP; when none is healthy, the origin, or failing that the PoP
