@@ -7,15 +7,14 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use support::health::HealthServer;
+use support::router::TestRouter as Router;
 
-use edgecache::router::{self, PopConfig, RouterConfig, RouterError};
+use edgecache::router::{self, PopConfig, RouterConfig};
 use mmdb_writer::ipnet::IpNet;
 use mmdb_writer::{IpVersion, Writer};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// Three PoPs on their own loopback addresses, as `edgecache up` runs them. `eu-west` is
 /// probed on a separate admin listener; the others on their public URL.
@@ -113,37 +112,6 @@ fn write_databases(dir: &Path) -> Vec<PathBuf> {
         path
     })
     .collect()
-}
-
-struct Router {
-    base: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), RouterError>>,
-}
-
-impl Router {
-    async fn start(config: RouterConfig) -> Router {
-        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", http.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(router::run(http, None, config, async {
-            let _ = stopped.await;
-        }));
-        Router {
-            base,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(5), &mut self.task)
-            .await
-            .expect("router stops within 5 s")
-            .unwrap()
-            .unwrap();
-    }
 }
 
 fn client_from(ip: &str) -> reqwest::Client {
