@@ -238,6 +238,17 @@ pub fn edge_config(args: &EdgeArgs) -> Result<EdgeConfig, ConfigError> {
     Ok(config)
 }
 
+/// Prints a server's address line on stdout for the script or supervisor that started it.
+/// A server keeps running when nobody reads stdout any more (closed pipe): the line is then
+/// only logged, where `println!` would have panicked and taken the server down with it.
+fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        tracing::warn!(error = %e, line, "stdout is closed; the address line is only logged");
+    }
+}
+
 async fn run_edge(args: EdgeArgs) -> anyhow::Result<()> {
     let config = edge_config(&args)?;
     let listener = bind(&config.listen, "edge.listen").await?;
@@ -247,8 +258,11 @@ async fn run_edge(args: EdgeArgs) -> anyhow::Result<()> {
     } else {
         "http"
     };
-    println!("listening on {scheme}://{}", listener.local_addr()?);
-    println!("admin on http://{}", admin.local_addr()?);
+    announce(&format!(
+        "listening on {scheme}://{}",
+        listener.local_addr()?
+    ));
+    announce(&format!("admin on http://{}", admin.local_addr()?));
     // A reload reads the same file and applies the same flags; without a file there is
     // nothing to reload.
     let options = edgecache_edge::RunOptions {
@@ -284,7 +298,7 @@ async fn run_origin(args: OriginArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| "127.0.0.1:8000".into());
     let listener = bind(&addr, "origin.listen").await?;
-    println!("listening on http://{}", listener.local_addr()?);
+    announce(&format!("listening on http://{}", listener.local_addr()?));
     edgecache_origin::run(listener, config, shutdown_signal()).await?;
     Ok(())
 }
@@ -313,7 +327,10 @@ async fn run_purge_api(args: PurgeApiArgs) -> anyhow::Result<()> {
     } else {
         "http"
     };
-    println!("listening on {scheme}://{}", listener.local_addr()?);
+    announce(&format!(
+        "listening on {scheme}://{}",
+        listener.local_addr()?
+    ));
     edgecache_purge_api::run(listener, config, shutdown_signal()).await?;
     Ok(())
 }
@@ -364,7 +381,7 @@ async fn run_route(args: crate::router::RouteArgs) -> anyhow::Result<()> {
     let file = load_optional(args.config.as_deref())?;
     let config = crate::router::config_from(&args, file.router)?;
     let http = bind(&config.listen, "router.listen").await?;
-    println!("listening on http://{}", http.local_addr()?);
+    announce(&format!("listening on http://{}", http.local_addr()?));
     let dns = match &config.dns_listen {
         Some(addr) => {
             // UDP first, then TCP on the same port, so port 0 gives one address for both.
@@ -373,7 +390,7 @@ async fn run_route(args: crate::router::RouteArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("router.dns_listen: cannot listen on {addr}"))?;
             let at = udp.local_addr()?;
             let tcp = bind(&at.to_string(), "router.dns_listen").await?;
-            println!("dns on {at}");
+            announce(&format!("dns on {at}"));
             Some((udp, tcp))
         }
         None => None,

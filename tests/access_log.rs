@@ -2,59 +2,20 @@
 //! what an operator needs to read it (method, path, status, bytes, cache state, tier,
 //! origin and total time, client IP, PoP).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod support;
+
 use std::time::{Duration, Instant};
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `edgecache ARGS`; returns the first stdout line and a channel of stderr lines.
-fn start(args: &[&str]) -> (Running, String, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edgecache"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn edgecache");
-    let mut first = String::new();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    stdout.read_line(&mut first).unwrap();
-    // Keep reading: the edge prints its admin address next, and a closed pipe would end it.
-    std::thread::spawn(move || for _ in stdout.lines().map_while(Result::ok) {});
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (
-        Running(child),
-        first.trim().trim_start_matches("listening on ").to_owned(),
-        rx,
-    )
-}
+use support::process::Process;
 
 /// The next `n` access-log records, waiting at most 10 s.
-fn access_lines(rx: &mpsc::Receiver<String>, n: usize) -> Vec<serde_json::Value> {
+fn access_lines(edge: &mut Process, n: usize) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut found = Vec::new();
     while found.len() < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("only {} access lines: {found:?}", found.len()));
+        let Some(line) = edge.stderr_line(deadline) else {
+            panic!("only {} access lines: {found:?}", found.len());
+        };
         let Ok(record) = serde_json::from_str::<serde_json::Value>(&line) else {
             panic!("a log line that is not JSON: {line}");
         };
@@ -70,8 +31,9 @@ async fn each_request_gets_one_json_access_line() {
     let site = tempfile::tempdir().unwrap();
     std::fs::write(site.path().join("app.3f9c2a1b.js"), "console.log(1)").unwrap();
     let root = site.path().to_str().unwrap();
-    let (_origin, origin_url, _) = start(&["origin", "--root", root, "--listen", "127.0.0.1:0"]);
-    let (_edge, edge_url, logs) = start(&[
+    let mut origin = Process::start(&["origin", "--root", root, "--listen", "127.0.0.1:0"]);
+    let origin_url = origin.line_after("listening on ");
+    let mut edge = Process::start(&[
         "--log-format",
         "json",
         "edge",
@@ -84,6 +46,7 @@ async fn each_request_gets_one_json_access_line() {
         "--pop",
         "logs",
     ]);
+    let edge_url = edge.line_after("listening on ");
 
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     for _ in 0..2 {
@@ -102,7 +65,7 @@ async fn each_request_gets_one_json_access_line() {
         .unwrap();
     assert_eq!(missing.status(), 404);
 
-    let lines = access_lines(&logs, 3);
+    let lines = access_lines(&mut edge, 3);
     let (miss, hit, not_found) = (&lines[0], &lines[1], &lines[2]);
     for line in &lines {
         assert_eq!(line["pop"], "logs", "{line}");

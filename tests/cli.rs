@@ -1,70 +1,32 @@
 //! The `edgecache` binary: an origin and an edge started from the command line, as a user
 //! would, and configuration errors that name the bad key.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
 
-/// A child process killed when the test ends, pass or fail.
-struct Running {
-    child: Child,
-    lines: Vec<String>,
-}
+use std::process::{Command, Stdio};
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `edgecache ARGS` and reads its first `n` stdout lines (the bound addresses).
-fn start(args: &[&str], n: usize) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edgecache"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn edgecache");
-    let stdout = child.stdout.take().unwrap();
-    let mut reader = BufReader::new(stdout);
-    let mut lines = Vec::new();
-    for _ in 0..n {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        lines.push(line.trim().to_owned());
-    }
-    Running { child, lines }
-}
-
-fn url_in(line: &str, prefix: &str) -> String {
-    line.strip_prefix(prefix)
-        .unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}"))
-        .to_owned()
-}
+use support::process::Process;
 
 #[tokio::test]
 async fn origin_and_edge_from_the_command_line_serve_a_hit() {
     let site = tempfile::tempdir().unwrap();
     std::fs::write(site.path().join("app.3f9c2a1b.js"), "console.log(1)").unwrap();
     let root = site.path().to_str().unwrap();
-    let origin = start(&["origin", "--root", root, "--listen", "127.0.0.1:0"], 1);
-    let origin_url = url_in(&origin.lines[0], "listening on ");
-    let edge = start(
-        &[
-            "edge",
-            "--origin",
-            &origin_url,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--pop",
-            "cli",
-        ],
-        2,
-    );
-    let edge_url = url_in(&edge.lines[0], "listening on ");
-    let admin_url = url_in(&edge.lines[1], "admin on ");
+    let mut origin = Process::start(&["origin", "--root", root, "--listen", "127.0.0.1:0"]);
+    let origin_url = origin.line_after("listening on ");
+    let mut edge = Process::start(&[
+        "edge",
+        "--origin",
+        &origin_url,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--pop",
+        "cli",
+    ]);
+    let edge_url = edge.line_after("listening on ");
+    let admin_url = edge.line_after("admin on ");
 
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let first = client
@@ -149,4 +111,50 @@ fn bad_config_exits_naming_the_key() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("12XB"));
+}
+
+/// A server started by a supervisor that stops reading its stdout (a closed pipe) keeps
+/// serving: its address lines go to the log instead of ending the process.
+#[tokio::test]
+async fn an_edge_whose_stdout_is_closed_keeps_serving() {
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(site.path().join("a.css"), "body{}").unwrap();
+    let root = site.path().to_str().unwrap();
+    let mut origin = Process::start(&["origin", "--root", root, "--listen", "127.0.0.1:0"]);
+    let origin_url = origin.line_after("listening on ");
+
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_edgecache"));
+    command
+        .args(["--log-format", "json", "edge", "--origin", &origin_url])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--pop",
+            "closed",
+        ])
+        .env_remove("RUST_LOG");
+    let mut edge = Process::spawn_with_stdout(command, Stdio::from(writer));
+    let announced = |line: String| -> String {
+        let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(record["level"], "WARN", "{line}");
+        record["fields"]["line"].as_str().unwrap().to_owned()
+    };
+    let listening = announced(edge.stderr_containing("stdout is closed"));
+    let url = listening
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{listening:?}"))
+        .to_owned();
+    let admin = announced(edge.stderr_containing("stdout is closed"));
+    assert!(admin.starts_with("admin on http://127.0.0.1:"), "{admin}");
+
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for _ in 0..2 {
+        let r = client.get(format!("{url}/a.css")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "body{}");
+    }
 }

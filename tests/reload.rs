@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use edgecache::config::FileConfig;
 use edgecache_edge::{ConfigSource, RunOptions};
+use support::process::Process;
 use support::{TestOrigin, header, resp};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -227,55 +228,10 @@ async fn a_listener_change_is_reported_as_needing_a_restart() {
     );
 }
 
-/// `edgecache edge --config FILE` as a child process, its stderr collected.
-struct EdgeProcess {
-    child: std::process::Child,
-    url: String,
-    stderr: Arc<std::sync::Mutex<String>>,
-}
-
-impl Drop for EdgeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl EdgeProcess {
-    fn start(config: &Path) -> Self {
-        use std::io::{BufRead, BufReader};
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edgecache"))
-            .args(["edge", "--config", config.to_str().unwrap()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap()
-            .to_owned();
-        let stderr = Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push_str(&line);
-                sink.lock().unwrap().push('\n');
-            }
-        });
-        Self { child, url, stderr }
-    }
-
-    fn hangup(&self) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
-    }
+/// Sends SIGHUP to the process `pid`.
+fn hangup(pid: u32) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
 }
 
 #[tokio::test]
@@ -285,18 +241,19 @@ async fn sighup_reloads_and_refuses_an_invalid_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("edgecache.toml");
     write_config(&path, &a.url(), "");
-    let edge = EdgeProcess::start(&path);
+    let mut edge = Process::start(&["edge", "--config", path.to_str().unwrap()]);
+    let edge_url = edge.line_after("listening on ");
     let client = support::client();
     let body = |client: reqwest::Client, url: String| async move {
         let r = client.get(url).send().await.unwrap();
         assert_eq!(r.status(), 200);
         r.text().await.unwrap()
     };
-    let url = format!("{}/x", edge.url);
+    let url = format!("{edge_url}/x");
     assert_eq!(body(client.clone(), url.clone()).await, "A");
 
     write_config(&path, &b.url(), "");
-    edge.hangup();
+    hangup(edge.pid());
     let deadline = Instant::now() + Duration::from_secs(10);
     while body(client.clone(), url.clone()).await != "B" {
         assert!(
@@ -307,16 +264,8 @@ async fn sighup_reloads_and_refuses_an_invalid_file() {
     }
 
     write_config(&path, "ftp://127.0.0.1:1", "");
-    edge.hangup();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = edge.stderr.lock().unwrap().clone();
-        if log.contains("config reload refused") {
-            assert!(log.contains("edge.origins[0].url"), "{log}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no error logged: {log}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    hangup(edge.pid());
+    let refused = edge.stderr_containing("config reload refused");
+    assert!(refused.contains("edge.origins[0].url"), "{refused}");
     assert_eq!(body(client.clone(), url.clone()).await, "B");
 }
