@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{
     AGE, CONNECTION, CONTENT_LENGTH, ETAG, HeaderName, HeaderValue, LAST_MODIFIED, VARY,
 };
@@ -11,6 +11,7 @@ use http::{HeaderMap, StatusCode};
 
 use crate::cache_control::{CacheControl, EDGECACHE_CACHE_CONTROL};
 use crate::policy::{Freshness, PolicyConfig};
+use crate::stored_headers::StoredHeaders;
 
 /// Cache tags set by the origin, for purge by tag.
 pub const SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
@@ -21,7 +22,7 @@ pub const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
 pub struct CachedResponse {
     pub status: StatusCode,
     /// Headers as sent to clients: no hop-by-hop fields, no `Age`, no `Edgecache-Cache-Control`.
-    pub headers: HeaderMap,
+    pub headers: StoredHeaders,
     /// `Edgecache-Cache-Control` lines, kept to recompute freshness when a 304 updates the
     /// entry, never sent to clients (`CDN-Cache-Control` travels on, for CDNs downstream).
     pub targeted: Vec<(HeaderName, HeaderValue)>,
@@ -83,10 +84,12 @@ impl CachedResponse {
         response_time: SystemTime,
         policy: &PolicyConfig,
     ) -> Self {
-        let (client_headers, targeted) = split_headers(headers);
-        let mut entry = Self {
+        let (mut client_headers, targeted) = split_headers(headers);
+        // The stored length is the truth: the origin may have sent the body chunked.
+        client_headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        Self {
             status,
-            headers: client_headers,
+            headers: StoredHeaders::from_map(&client_headers),
             targeted,
             body: Bytes::new(),
             freshness: freshness_of(status, headers, request_time, response_time, policy),
@@ -94,11 +97,7 @@ impl CachedResponse {
             tags: tags_of(headers),
             stored_at: response_time,
             disk: None,
-        };
-        // The stored length is the truth: the origin may have sent the body chunked.
-        entry.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
-        entry.headers = compact_headers(&entry.headers);
-        entry
+        }
     }
 
     /// Length of the body, wherever it is held.
@@ -122,7 +121,7 @@ impl CachedResponse {
         response_time: SystemTime,
         policy: &PolicyConfig,
     ) -> Self {
-        let mut merged = self.headers.clone();
+        let mut merged = self.headers.to_map(self.targeted.len());
         for (name, value) in &self.targeted {
             merged.append(name.clone(), value.clone());
         }
@@ -152,7 +151,7 @@ impl CachedResponse {
         Self {
             status: self.status,
             freshness: freshness_of(self.status, &merged, request_time, response_time, policy),
-            headers: compact_headers(&client_headers),
+            headers: StoredHeaders::from_map(&client_headers),
             targeted,
             body: self.body.clone(),
             vary: self.vary.clone(),
@@ -162,12 +161,12 @@ impl CachedResponse {
         }
     }
 
-    pub fn etag(&self) -> Option<&HeaderValue> {
-        self.headers.get(ETAG)
+    pub fn etag(&self) -> Option<HeaderValue> {
+        self.headers.get(&ETAG)
     }
 
-    pub fn last_modified(&self) -> Option<&HeaderValue> {
-        self.headers.get(LAST_MODIFIED)
+    pub fn last_modified(&self) -> Option<HeaderValue> {
+        self.headers.get(&LAST_MODIFIED)
     }
 
     /// True when this entry was stored for a request with the same values of every header
@@ -180,11 +179,7 @@ impl CachedResponse {
 
     /// Approximate memory footprint, for the memory tier's weigher.
     pub fn weight(&self) -> usize {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 32)
-            .sum();
+        let headers = self.headers.heap_size();
         let vary: usize = self
             .vary
             .iter()
@@ -251,31 +246,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
-}
-
-/// A copy of `headers` that holds only its own bytes: every value is a slice of one
-/// buffer sized to fit them all, and the map is no larger than its fields. Values parsed
-/// off the wire are slices of the connection's read buffer; stored as they are, each entry
-/// would keep that whole buffer (8 KiB or more) alive for as long as it is cached.
-pub(crate) fn compact_headers(headers: &HeaderMap) -> HeaderMap {
-    let total = headers.iter().map(|(_, v)| v.len()).sum();
-    let mut buf = BytesMut::with_capacity(total);
-    for (_, value) in headers {
-        buf.extend_from_slice(value.as_bytes());
-    }
-    let buf = buf.freeze();
-    let mut out = HeaderMap::with_capacity(headers.len());
-    let mut at = 0;
-    for (name, value) in headers {
-        let end = at + value.len();
-        let mut copy =
-            HeaderValue::from_maybe_shared(buf.slice(at..end)).unwrap_or_else(|_| value.clone());
-        copy.set_sensitive(value.is_sensitive());
-        out.append(name.clone(), copy);
-        at = end;
-    }
-    // `with_capacity` rounds up to a power of two; a clone allocates only what is used.
-    out.clone()
 }
 
 /// Splits origin headers into what clients see and the `Edgecache-Cache-Control` lines.
@@ -397,27 +367,6 @@ mod tests {
             m.append(*k, HeaderValue::from_static(v));
         }
         m
-    }
-
-    #[test]
-    fn compacted_headers_keep_every_field_in_order() {
-        let mut m = h(&[
-            ("set-cookie", "a=1"),
-            ("content-type", "text/css"),
-            ("set-cookie", "b=2"),
-            ("x-empty", ""),
-        ]);
-        let mut secret = HeaderValue::from_static("token");
-        secret.set_sensitive(true);
-        m.append("authorization", secret);
-        let c = compact_headers(&m);
-        let fields = |m: &HeaderMap| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.clone(), v.is_sensitive()))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(fields(&c), fields(&m));
-        assert!(c["authorization"].is_sensitive());
     }
 
     fn entry(resp: &HeaderMap, req: &HeaderMap) -> CachedResponse {

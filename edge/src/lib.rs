@@ -6,7 +6,8 @@
 //! - [`fetch`]: the origin fetch behind a miss or revalidation; stores responses.
 //! - [`coalesce`]: one origin fetch per key, its body streamed to every waiter.
 //! - [`policy`], [`cache_control`]: storability, freshness, age, directives.
-//! - [`key`]: cache keys. [`entry`]: stored responses. [`memory`]: the moka tier.
+//! - [`key`]: cache keys. [`entry`]: stored responses ([`stored_headers`]: their fields in
+//!   one buffer). [`memory`]: the moka tier.
 //! - [`respond`]: conditionals, ranges and full responses from stored entries.
 //! - [`cache_status`]: RFC 9211 `Cache-Status`. [`metrics`], [`admin`]: observability.
 //! - [`upstream`]: the origin client. [`config`], [`error`].
@@ -33,6 +34,7 @@ pub mod purge_sync;
 pub mod reload;
 pub mod respond;
 pub mod server;
+pub mod stored_headers;
 pub mod sweep;
 pub mod upstream;
 

@@ -498,7 +498,7 @@ impl Edge {
         status: CacheStatus,
         now: SystemTime,
     ) -> Response<Body> {
-        let value = status.render(&self.status_name, entry.headers.get(CACHE_STATUS));
+        let value = status.render(&self.status_name, entry.headers.get(&CACHE_STATUS).as_ref());
         let age = entry.freshness.age(now);
         match &self.disk {
             Some(disk) if !entry.body_in_memory() => {

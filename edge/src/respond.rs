@@ -148,10 +148,12 @@ fn answer(
     cache_status: HeaderValue,
     disk: Option<&DiskTier>,
 ) -> Response<Body> {
+    // Built once per response: it answers the conditionals and then becomes the response's.
+    let headers = entry.headers.to_map(2);
     if entry.status.is_success() {
-        match evaluate_preconditions(req, &entry.headers, entry.stored_at) {
+        match evaluate_preconditions(req, &headers, entry.stored_at) {
             Precondition::NotModified => {
-                return not_modified(&entry.headers, age, cache_status);
+                return not_modified(&headers, age, cache_status);
             }
             Precondition::Failed => {
                 return plain(StatusCode::PRECONDITION_FAILED, age, cache_status);
@@ -162,8 +164,8 @@ fn answer(
     if entry.status == StatusCode::OK
         && method == Method::GET
         && let Some(range) = req.get(RANGE).and_then(|v| v.to_str().ok())
-        && if_range_allows(req, &entry.headers)
-        && let Some(resp) = ranged(entry, range, age, &cache_status, disk)
+        && if_range_allows(req, &headers)
+        && let Some(resp) = ranged(entry, &headers, range, age, &cache_status, disk)
     {
         return resp;
     }
@@ -175,7 +177,7 @@ fn answer(
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = entry.status;
-    *resp.headers_mut() = entry.headers.clone();
+    *resp.headers_mut() = headers;
     stamp(resp.headers_mut(), age, cache_status);
     resp
 }
@@ -241,6 +243,7 @@ fn if_range_allows(req: &HeaderMap, stored: &HeaderMap) -> bool {
 /// then ignored and the whole body served).
 fn ranged(
     entry: &CachedResponse,
+    stored: &HeaderMap,
     range: &str,
     age: u64,
     cache_status: &HeaderValue,
@@ -254,13 +257,13 @@ fn ranged(
             let mut resp = plain(StatusCode::RANGE_NOT_SATISFIABLE, age, cache_status.clone());
             let h = resp.headers_mut();
             h.insert(CONTENT_RANGE, header_value(format!("bytes */{len}")));
-            copy_validators(&entry.headers, h);
+            copy_validators(stored, h);
             return Some(resp);
         }
         // Overlapping or otherwise rejected ranges: serve the whole representation.
         Err(_) => return None,
     };
-    let mut headers = entry.headers.clone();
+    let mut headers = stored.clone();
     if let (Some(d), [r]) = (disk, ranges.as_slice()) {
         headers.insert(
             CONTENT_RANGE,
@@ -285,7 +288,7 @@ fn ranged(
         entry.body.slice(*r.start() as usize..=*r.end() as usize)
     } else {
         let boundary = boundary();
-        let content_type = entry.headers.get(CONTENT_TYPE).cloned();
+        let content_type = stored.get(CONTENT_TYPE).cloned();
         headers.insert(
             CONTENT_TYPE,
             header_value(format!("multipart/byteranges; boundary={boundary}")),

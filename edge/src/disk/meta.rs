@@ -48,7 +48,11 @@ impl Record {
         let f = &e.freshness;
         Self {
             status: e.status.as_u16(),
-            headers: pairs(&mut e.headers.iter()),
+            headers: e
+                .headers
+                .iter()
+                .map(|f| (f.name_str().to_owned(), latin1(f.value)))
+                .collect(),
             targeted: pairs(&mut e.targeted.iter().map(|(k, v)| (k, v))),
             vary: e
                 .vary
@@ -98,7 +102,7 @@ impl Record {
         let f = self.freshness;
         Ok(CachedResponse {
             status,
-            headers: crate::entry::compact_headers(&headers),
+            headers: crate::stored_headers::StoredHeaders::from_map(&headers),
             targeted,
             body: Bytes::new(),
             freshness: Freshness {
