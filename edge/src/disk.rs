@@ -395,12 +395,12 @@ impl DiskTier {
             .policy
             .insert(rkey.clone(), slot_of(body.id, body.len));
         let mut stored = entry.clone();
-        stored.disk = Some(DiskRef {
+        stored.disk = Some(Box::new(DiskRef {
             record: rkey,
             file: body.id,
             len: body.len,
             crcs: body.crcs.into(),
-        });
+        }));
         Ok(stored)
     }
 

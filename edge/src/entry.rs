@@ -34,8 +34,9 @@ pub struct CachedResponse {
     pub tags: Vec<String>,
     /// When this entry was stored or last refreshed.
     pub stored_at: SystemTime,
-    /// Where the body lives on the disk tier, if it was written there.
-    pub disk: Option<DiskRef>,
+    /// Where the body lives on the disk tier, if it was written there (boxed: most
+    /// entries of a memory-only edge have none, and the reference is 48 bytes).
+    pub disk: Option<Box<DiskRef>>,
 }
 
 /// A body on the disk tier: its file, length and per-block checksums.

@@ -9,10 +9,10 @@ use moka::sync::Cache;
 use crate::entry::CachedResponse;
 use crate::key::CacheKey;
 
-/// The variants stored for one key, newest first.
-#[derive(Debug, Default)]
+/// The variants stored for one key, newest first: one allocation, shared by clones.
+#[derive(Debug, Clone)]
 pub struct Variants {
-    pub entries: Vec<Arc<CachedResponse>>,
+    pub entries: Arc<[Arc<CachedResponse>]>,
 }
 
 impl Variants {
@@ -36,7 +36,7 @@ pub enum Lookup {
 /// Bounded in-memory store of responses.
 #[derive(Clone)]
 pub struct MemoryTier {
-    cache: Cache<CacheKey, Arc<Variants>>,
+    cache: Cache<CacheKey, Variants>,
     max_object_size: usize,
 }
 
@@ -48,7 +48,7 @@ impl MemoryTier {
     pub fn new(capacity: u64, max_object_size: usize) -> Self {
         let cache = Cache::builder()
             .max_capacity(capacity)
-            .weigher(|key: &CacheKey, v: &Arc<Variants>| v.weight(key))
+            .weigher(|key: &CacheKey, v: &Variants| v.weight(key))
             .build();
         Self {
             cache,
@@ -107,7 +107,9 @@ impl MemoryTier {
                         .cloned(),
                 );
             }
-            Op::Put(Arc::new(Variants { entries }))
+            Op::Put(Variants {
+                entries: entries.into(),
+            })
         });
         true
     }
@@ -124,7 +126,7 @@ impl MemoryTier {
         for (key, variants) in self.cache.iter() {
             let mut kept = Vec::with_capacity(variants.entries.len());
             let mut touched = false;
-            for e in &variants.entries {
+            for e in variants.entries.iter() {
                 match judge(&key, e) {
                     Verdict::Keep => kept.push(e.clone()),
                     Verdict::Stale => {
@@ -139,8 +141,12 @@ impl MemoryTier {
                 if kept.is_empty() {
                     self.cache.invalidate(&*key);
                 } else {
-                    self.cache
-                        .insert((*key).clone(), Arc::new(Variants { entries: kept }));
+                    self.cache.insert(
+                        (*key).clone(),
+                        Variants {
+                            entries: kept.into(),
+                        },
+                    );
                 }
             }
         }

@@ -118,12 +118,12 @@ impl Record {
             vary,
             tags: self.tags,
             stored_at: from_unix_ms(self.stored_at_ms),
-            disk: Some(DiskRef {
+            disk: Some(Box::new(DiskRef {
                 record: record_key,
                 file: self.file,
                 len: self.len,
                 crcs: self.crcs.into(),
-            }),
+            })),
         })
     }
 }
