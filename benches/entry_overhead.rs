@@ -1,5 +1,5 @@
 //! Memory a cached entry costs beyond its body: an origin and an edge in this process, on
-//! loopback; the heap is counted before and after 10,000 distinct 1 KiB objects are
+//! loopback; the heap is counted before and after 40,000 distinct 1 KiB objects are
 //! fetched through the edge into its memory tier. The difference, divided by the number
 //! of entries, less the body, is the per-entry overhead (cache key, headers, freshness,
 //! moka's bookkeeping, and whatever the origin response's parsing left attached).
@@ -17,8 +17,8 @@ use tokio::net::TcpListener;
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
-const ENTRIES: usize = 10_000;
-const BASELINE: usize = 500;
+const ENTRIES: usize = 40_000;
+const BASELINE: usize = 2_000;
 const BODY: usize = 1024;
 
 fn main() {
