@@ -64,6 +64,17 @@ async fn https_edge_negotiates_http2_and_still_speaks_http1() {
     );
     assert_eq!(r.text().await.unwrap(), "over tls");
     assert_eq!(origin.hits(), 1);
+    // The origin learns that the client came in over HTTPS.
+    let seen = origin.seen();
+    assert_eq!(
+        seen[0]
+            .headers
+            .get("x-forwarded-proto")
+            .map(|v| v.to_str().unwrap()),
+        Some("https"),
+        "{:?}",
+        seen[0].headers
+    );
 
     // Plain HTTP on the TLS port is not served.
     let plain = support::client()

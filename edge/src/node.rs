@@ -51,6 +51,15 @@ pub(crate) struct SweepState {
 }
 
 impl Edge {
+    /// The scheme clients use to reach this edge, for `X-Forwarded-Proto`.
+    pub(crate) fn client_scheme(&self) -> &'static str {
+        if self.certs.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     pub fn new(config: &EdgeConfig) -> Result<Self, EdgeError> {
         config.validate()?;
         let max_object = usize::try_from(config.memory.max_object_size.0).unwrap_or(usize::MAX);

@@ -184,7 +184,12 @@ impl Edge {
         req_cc: &CacheControl,
         peer: SocketAddr,
     ) -> (Response<Body>, CacheState) {
-        let mut headers = forward_headers(&parts.headers, Some(peer), &self.status_name);
+        let mut headers = forward_headers(
+            &parts.headers,
+            Some(peer),
+            &self.status_name,
+            self.client_scheme(),
+        );
         strip_conditionals(&mut headers);
         let path = path_and_query(parts);
         let request_time = SystemTime::now();
@@ -407,7 +412,12 @@ impl Edge {
         fwd: Fwd,
         peer: SocketAddr,
     ) -> (Response<Body>, CacheState) {
-        let mut headers = forward_headers(&parts.headers, Some(peer), &self.status_name);
+        let mut headers = forward_headers(
+            &parts.headers,
+            Some(peer),
+            &self.status_name,
+            self.client_scheme(),
+        );
         strip_conditionals(&mut headers);
         let path = path_and_query(parts);
         let started = Instant::now();
@@ -457,7 +467,12 @@ impl Edge {
         stale: Option<Arc<CachedResponse>>,
         peer: SocketAddr,
     ) -> FetchRequest {
-        let mut headers = forward_headers(&parts.headers, Some(peer), &self.status_name);
+        let mut headers = forward_headers(
+            &parts.headers,
+            Some(peer),
+            &self.status_name,
+            self.client_scheme(),
+        );
         strip_conditionals(&mut headers);
         FetchRequest {
             path_and_query: path_and_query(parts).to_owned(),
@@ -577,7 +592,12 @@ impl Edge {
         body: Body,
         peer: SocketAddr,
     ) -> (Response<Body>, CacheState) {
-        let headers = forward_headers(&parts.headers, Some(peer), &self.status_name);
+        let headers = forward_headers(
+            &parts.headers,
+            Some(peer),
+            &self.status_name,
+            self.client_scheme(),
+        );
         let path = path_and_query(&parts);
         let upstream_body = reqwest::Body::wrap_stream(body.into_data_stream());
         let started = Instant::now();

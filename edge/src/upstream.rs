@@ -298,8 +298,14 @@ impl Origins {
 
 /// Headers of a client request as they go to the origin: no hop-by-hop fields, no `Host`
 /// (the origin's own host is used, the client's travels as `X-Forwarded-Host`), and the
-/// forwarding chain extended.
-pub fn forward_headers(client: &HeaderMap, peer: Option<SocketAddr>, via_name: &str) -> HeaderMap {
+/// forwarding chain extended. `proto` is the scheme the client used (`http` or `https`);
+/// an `X-Forwarded-Proto` already set by an edge in front is kept.
+pub fn forward_headers(
+    client: &HeaderMap,
+    peer: Option<SocketAddr>,
+    via_name: &str,
+    proto: &'static str,
+) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(client.len() + 3);
     let listed = connection_listed(client);
     for (name, value) in client {
@@ -321,7 +327,7 @@ pub fn forward_headers(client: &HeaderMap, peer: Option<SocketAddr>, via_name: &
         out.insert(http::header::VIA, v);
     }
     if !out.contains_key(X_FORWARDED_PROTO) {
-        out.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        out.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if let Some(peer) = peer {
         let ip = peer.ip().to_string();
@@ -367,7 +373,12 @@ mod tests {
         h.insert("host", HeaderValue::from_static("cdn.test"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("accept", HeaderValue::from_static("*/*"));
-        let out = forward_headers(&h, Some("127.0.0.9:1234".parse().unwrap()), "edgecache-x");
+        let out = forward_headers(
+            &h,
+            Some("127.0.0.9:1234".parse().unwrap()),
+            "edgecache-x",
+            "https",
+        );
         assert!(!out.contains_key("x-private"));
         assert!(!out.contains_key("keep-alive"));
         assert!(!out.contains_key("host"));
@@ -375,5 +386,11 @@ mod tests {
         assert_eq!(out.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.9");
         assert_eq!(out.get("accept").unwrap(), "*/*");
         assert_eq!(out.get("via").unwrap(), "1.1 edgecache-x");
+        assert_eq!(out.get("x-forwarded-proto").unwrap(), "https");
+
+        // An edge in front already said how its client came in: that stays.
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let out = forward_headers(&h, None, "edgecache-x", "http");
+        assert_eq!(out.get("x-forwarded-proto").unwrap(), "https");
     }
 }
