@@ -29,10 +29,7 @@ fn access_lines(edge: &mut Process, n: usize) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn each_request_gets_one_json_access_line() {
     let site = tempfile::tempdir().unwrap();
-    std::fs::write(site.path().join("app.3f9c2a1b.js"), "console.log(1)").unwrap();
-    let root = site.path().to_str().unwrap();
-    let mut origin = Process::start(&["origin", "--root", root, "--listen", "127.0.0.1:0"]);
-    let origin_url = origin.line_after("listening on ");
+    let (_origin, origin_url) = Process::origin(site.path(), "app.3f9c2a1b.js", "console.log(1)");
     let mut edge = Process::start(&[
         "--log-format",
         "json",

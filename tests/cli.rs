@@ -10,10 +10,7 @@ use support::process::Process;
 #[tokio::test]
 async fn origin_and_edge_from_the_command_line_serve_a_hit() {
     let site = tempfile::tempdir().unwrap();
-    std::fs::write(site.path().join("app.3f9c2a1b.js"), "console.log(1)").unwrap();
-    let root = site.path().to_str().unwrap();
-    let mut origin = Process::start(&["origin", "--root", root, "--listen", "127.0.0.1:0"]);
-    let origin_url = origin.line_after("listening on ");
+    let (_origin, origin_url) = Process::origin(site.path(), "app.3f9c2a1b.js", "console.log(1)");
     let mut edge = Process::start(&[
         "edge",
         "--origin",
@@ -118,10 +115,7 @@ fn bad_config_exits_naming_the_key() {
 #[tokio::test]
 async fn an_edge_whose_stdout_is_closed_keeps_serving() {
     let site = tempfile::tempdir().unwrap();
-    std::fs::write(site.path().join("a.css"), "body{}").unwrap();
-    let root = site.path().to_str().unwrap();
-    let mut origin = Process::start(&["origin", "--root", root, "--listen", "127.0.0.1:0"]);
-    let origin_url = origin.line_after("listening on ");
+    let (_origin, origin_url) = Process::origin(site.path(), "a.css", "body{}");
 
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);

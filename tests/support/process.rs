@@ -47,6 +47,16 @@ impl Process {
         Self::spawn(command)
     }
 
+    /// `edgecache origin` serving `site` (one `name` file with `body` written into it) on
+    /// a free loopback port; returns it and its URL. The directory lives as long as `site`.
+    pub fn origin(site: &std::path::Path, name: &str, body: &str) -> (Self, String) {
+        std::fs::write(site.join(name), body).unwrap();
+        let root = site.to_str().unwrap();
+        let mut origin = Self::start(&["origin", "--root", root, "--listen", "127.0.0.1:0"]);
+        let url = origin.line_after("listening on ");
+        (origin, url)
+    }
+
     /// Starts `command` with both output pipes read.
     pub fn spawn(command: Command) -> Self {
         Self::spawn_with_stdout(command, Stdio::piped())
