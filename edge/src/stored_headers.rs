@@ -14,7 +14,7 @@
 
 use std::fmt;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Names stored as their index + 1: the fields static assets and their CDNs carry.
@@ -61,11 +61,27 @@ fn code_of(name: &HeaderName) -> Option<u8> {
         .and_then(|i| u8::try_from(i + 1).ok())
 }
 
+/// Which stored names `name` (any letter case) is: a code of [`NAMES`], or spelled out.
+fn name_matcher(name: &str) -> Name<'_> {
+    match NAMES
+        .iter()
+        .position(|n| n.as_str().eq_ignore_ascii_case(name))
+    {
+        Some(i) => Name::Known(i),
+        None => Name::Other(name),
+    }
+}
+
 impl StoredHeaders {
     /// Copies the fields of `map`, in its order (values of one name stay together, as
     /// `HeaderMap` iterates them).
     pub fn from_map(map: &HeaderMap) -> Self {
-        let mut buf = BytesMut::with_capacity(2 + Self::encoded_len(map));
+        // Room for every name spelled out; the buffer is cut to its length at the end.
+        let room: usize = map
+            .iter()
+            .map(|(n, v)| 2 + n.as_str().len() + 6 + v.len())
+            .sum();
+        let mut buf = Vec::with_capacity(2 + room);
         buf.put_u16(0);
         let mut count: u16 = 0;
         for (name, value) in map {
@@ -99,20 +115,10 @@ impl StoredHeaders {
             }
         }
         buf[..2].copy_from_slice(&count.to_be_bytes());
-        Self { buf: buf.freeze() }
-    }
-
-    fn encoded_len(map: &HeaderMap) -> usize {
-        map.iter()
-            .map(|(n, v)| {
-                let name = if code_of(n).is_some() {
-                    1
-                } else {
-                    2 + n.as_str().len()
-                };
-                name + 2 + v.len()
-            })
-            .sum()
+        // Shrunk to fit: an entry keeps no spare capacity for as long as it is cached.
+        Self {
+            buf: Bytes::from(buf.into_boxed_slice()),
+        }
     }
 
     /// Each field's name and value, in order.
@@ -133,18 +139,18 @@ impl StoredHeaders {
         self.len() == 0
     }
 
-    /// The first value of `name`.
+    /// The first value of `name`. A common name is compared by its code, so a lookup on
+    /// the hit path (`Cache-Status`) compares one byte per field.
     pub fn get(&self, name: impl AsRef<str>) -> Option<HeaderValue> {
-        let name = name.as_ref().as_bytes();
+        let wanted = name_matcher(name.as_ref());
         self.iter()
-            .find(|f| f.name().as_str().as_bytes().eq_ignore_ascii_case(name))
+            .find(|f| f.name.is(wanted))
             .and_then(|f| self.value(f.value))
     }
 
     pub fn contains_key(&self, name: impl AsRef<str>) -> bool {
-        let name = name.as_ref().as_bytes();
-        self.iter()
-            .any(|f| f.name().as_str().as_bytes().eq_ignore_ascii_case(name))
+        let wanted = name_matcher(name.as_ref());
+        self.iter().any(|f| f.name.is(wanted))
     }
 
     /// A value as a slice of the buffer (no copy).
@@ -158,9 +164,7 @@ impl StoredHeaders {
         let mut map = HeaderMap::with_capacity(self.len() + extra);
         for field in self.iter() {
             // Valid when stored; the checks cost little next to the insert.
-            if let (Some(name), Some(value)) =
-                (field.name().to_header_name(), self.value(field.value))
-            {
+            if let (Some(name), Some(value)) = (field.header_name(), self.value(field.value)) {
                 map.append(name, value);
             }
         }
@@ -173,21 +177,13 @@ impl StoredHeaders {
     }
 }
 
-impl From<&HeaderMap> for StoredHeaders {
-    fn from(map: &HeaderMap) -> Self {
-        Self::from_map(map)
-    }
-}
-
 impl fmt::Debug for StoredHeaders {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
-            .entries(self.iter().map(|field| {
-                (
-                    field.name().as_str().to_owned(),
-                    String::from_utf8_lossy(field.value),
-                )
-            }))
+            .entries(
+                self.iter()
+                    .map(|field| (field.name_str(), String::from_utf8_lossy(field.value))),
+            )
             .finish()
     }
 }
@@ -199,49 +195,38 @@ pub struct Field<'a> {
     pub value: &'a [u8],
 }
 
+/// A stored name: an index into [`NAMES`], or the lowercase name itself.
 #[derive(Debug, Clone, Copy)]
 enum Name<'a> {
-    Known(&'static HeaderName),
-    Other(&'a [u8]),
-}
-
-/// A field's name, borrowed when it is one of [`NAMES`].
-pub enum NameRef<'a> {
-    Known(&'static HeaderName),
+    Known(usize),
     Other(&'a str),
 }
 
-impl NameRef<'_> {
-    pub fn as_str(&self) -> &str {
-        match self {
-            NameRef::Known(n) => n.as_str(),
-            NameRef::Other(s) => s,
-        }
-    }
-
-    /// The name as a `HeaderName`; `None` only if the stored bytes were not a valid name,
-    /// which they always are (they came from one).
-    pub fn to_header_name(&self) -> Option<HeaderName> {
-        match self {
-            NameRef::Known(n) => Some((*n).clone()),
-            NameRef::Other(s) => HeaderName::from_bytes(s.as_bytes()).ok(),
+impl Name<'_> {
+    fn is(self, other: Name<'_>) -> bool {
+        match (self, other) {
+            (Name::Known(a), Name::Known(b)) => a == b,
+            (Name::Other(a), Name::Other(b)) => a.eq_ignore_ascii_case(b),
+            _ => false,
         }
     }
 }
 
 impl<'a> Field<'a> {
-    pub fn name(&self) -> NameRef<'a> {
-        match self.name {
-            Name::Known(n) => NameRef::Known(n),
-            Name::Other(b) => NameRef::Other(std::str::from_utf8(b).unwrap_or("")),
-        }
-    }
-
     /// The name as text (stored names are valid, lowercase ASCII).
     pub fn name_str(&self) -> &'a str {
         match self.name {
-            Name::Known(n) => n.as_str(),
-            Name::Other(b) => std::str::from_utf8(b).unwrap_or(""),
+            Name::Known(i) => NAMES[i].as_str(),
+            Name::Other(s) => s,
+        }
+    }
+
+    /// The name as a `HeaderName`; `None` only if the stored bytes were not a valid name,
+    /// which they always are (they came from one).
+    pub fn header_name(&self) -> Option<HeaderName> {
+        match self.name {
+            Name::Known(i) => Some(NAMES[i].clone()),
+            Name::Other(s) => HeaderName::from_bytes(s.as_bytes()).ok(),
         }
     }
 }
@@ -260,11 +245,13 @@ impl<'a> Iterator for Fields<'a> {
         at += 1;
         let name = if code == 0 {
             let len = usize::from(*self.buf.get(at)?);
-            let name = self.buf.get(at + 1..at + 1 + len)?;
+            let name = std::str::from_utf8(self.buf.get(at + 1..at + 1 + len)?).ok()?;
             at += 1 + len;
             Name::Other(name)
         } else {
-            Name::Known(NAMES.get(usize::from(code) - 1)?)
+            let i = usize::from(code) - 1;
+            NAMES.get(i)?;
+            Name::Known(i)
         };
         let short = self.buf.get(at..at + 2)?;
         let mut value_len = usize::from(u16::from_be_bytes([short[0], short[1]]));
