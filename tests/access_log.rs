@@ -30,19 +30,11 @@ fn access_lines(edge: &mut Process, n: usize) -> Vec<serde_json::Value> {
 async fn each_request_gets_one_json_access_line() {
     let site = tempfile::tempdir().unwrap();
     let (_origin, origin_url) = Process::origin(site.path(), "app.3f9c2a1b.js", "console.log(1)");
-    let mut edge = Process::start(&[
-        "--log-format",
-        "json",
-        "edge",
-        "--origin",
+    let mut edge = Process::spawn(Process::edge_command(
+        &["--log-format", "json"],
         &origin_url,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--pop",
         "logs",
-    ]);
+    ));
     let edge_url = edge.line_after("listening on ");
 
     let client = reqwest::Client::builder().no_proxy().build().unwrap();

@@ -11,17 +11,7 @@ use support::process::Process;
 async fn origin_and_edge_from_the_command_line_serve_a_hit() {
     let site = tempfile::tempdir().unwrap();
     let (_origin, origin_url) = Process::origin(site.path(), "app.3f9c2a1b.js", "console.log(1)");
-    let mut edge = Process::start(&[
-        "edge",
-        "--origin",
-        &origin_url,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--pop",
-        "cli",
-    ]);
+    let mut edge = Process::spawn(Process::edge_command(&[], &origin_url, "cli"));
     let edge_url = edge.line_after("listening on ");
     let admin_url = edge.line_after("admin on ");
 
@@ -119,18 +109,7 @@ async fn an_edge_whose_stdout_is_closed_keeps_serving() {
 
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let mut command = Command::new(env!("CARGO_BIN_EXE_edgecache"));
-    command
-        .args(["--log-format", "json", "edge", "--origin", &origin_url])
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--pop",
-            "closed",
-        ])
-        .env_remove("RUST_LOG");
+    let command = Process::edge_command(&["--log-format", "json"], &origin_url, "closed");
     let mut edge = Process::spawn_with_stdout(command, Stdio::from(writer));
     let announced = |line: String| -> String {
         let record: serde_json::Value = serde_json::from_str(&line).unwrap();

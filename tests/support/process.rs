@@ -30,10 +30,8 @@ fn forward(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                // Nobody listens: keep draining so the child never sees a full pipe.
-                continue;
-            }
+            // Nobody may listen any more: keep draining so the child never sees a full pipe.
+            let _ = tx.send(line);
         }
     });
     rx
@@ -55,6 +53,18 @@ impl Process {
         let mut origin = Self::start(&["origin", "--root", root, "--listen", "127.0.0.1:0"]);
         let url = origin.line_after("listening on ");
         (origin, url)
+    }
+
+    /// `edgecache [GLOBAL…] edge` in front of `origin_url` as PoP `pop`, listener and admin
+    /// on free loopback ports, `RUST_LOG` unset; start it with [`Process::spawn`].
+    pub fn edge_command(global: &[&str], origin_url: &str, pop: &str) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_edgecache"));
+        command
+            .args(global)
+            .args(["edge", "--origin", origin_url, "--pop", pop])
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .env_remove("RUST_LOG");
+        command
     }
 
     /// Starts `command` with both output pipes read.
