@@ -372,7 +372,7 @@ impl DiskTier {
         if let Ok(meta) = std::fs::metadata(&final_path) {
             self.inner.verified.insert(body.id, body::Stamp::of(&meta));
         }
-        let rkey: Arc<[u8]> = Self::record_key(key, &entry.vary).into();
+        let rkey: Arc<[u8]> = Self::record_key(key, entry.vary()).into();
         let record = Record::from_entry(entry, body.id, body.len, &body.crcs);
         let json = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
         self.inner

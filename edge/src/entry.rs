@@ -10,33 +10,44 @@ use http::header::{
 use http::{HeaderMap, StatusCode};
 
 use crate::cache_control::{CacheControl, EDGECACHE_CACHE_CONTROL};
-use crate::policy::{Freshness, PolicyConfig};
+use crate::policy::{Freshness, PolicyConfig, UnixMs};
 use crate::stored_headers::StoredHeaders;
 
 /// Cache tags set by the origin, for purge by tag.
 pub const SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
 pub const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
+static TAG_HEADERS: [HeaderName; 2] = [SURROGATE_KEY, CACHE_TAG];
 
 /// A response held by the cache.
+///
+/// Every cached object pays for this struct, so it is kept small: times in milliseconds,
+/// seconds as `u32`, `Edgecache-Cache-Control` and surrogate keys read from the stored
+/// fields, `Vary` values behind a thin optional box.
 #[derive(Debug, Clone)]
 pub struct CachedResponse {
     pub status: StatusCode,
-    /// Headers as sent to clients: no hop-by-hop fields, no `Age`, no `Edgecache-Cache-Control`.
-    pub headers: StoredHeaders,
+    /// Headers as sent to clients (no hop-by-hop fields, no `Age`), and the
     /// `Edgecache-Cache-Control` lines, kept to recompute freshness when a 304 updates the
-    /// entry, never sent to clients (`CDN-Cache-Control` travels on, for CDNs downstream).
-    pub targeted: Vec<(HeaderName, HeaderValue)>,
+    /// entry but never sent to clients (`CDN-Cache-Control` travels on, for CDNs
+    /// downstream).
+    pub headers: StoredHeaders,
     pub body: Bytes,
     pub freshness: Freshness,
-    /// The request header values the response varies on, as the request sent them.
-    pub vary: Vec<(HeaderName, Option<String>)>,
-    /// Surrogate keys (`Surrogate-Key` / `Cache-Tag`).
-    pub tags: Vec<String>,
+    /// The request header values the response varies on, as the request sent them (a
+    /// thin box: most responses do not vary, and pay 8 bytes for it).
+    vary: Option<Box<VaryValues>>,
     /// When this entry was stored or last refreshed.
-    pub stored_at: SystemTime,
+    pub stored_at: UnixMs,
     /// Where the body lives on the disk tier, if it was written there (boxed: most
     /// entries of a memory-only edge have none, and the reference is 48 bytes).
     pub disk: Option<Box<DiskRef>>,
+}
+
+/// Request header names and the values a variant was stored for.
+pub type VaryValues = Box<[(HeaderName, Option<String>)]>;
+
+fn boxed_vary(vary: Vec<(HeaderName, Option<String>)>) -> Option<Box<VaryValues>> {
+    (!vary.is_empty()).then(|| Box::new(vary.into_boxed_slice()))
 }
 
 /// A body on the disk tier: its file, length and per-block checksums.
@@ -85,20 +96,52 @@ impl CachedResponse {
         response_time: SystemTime,
         policy: &PolicyConfig,
     ) -> Self {
-        let (mut client_headers, targeted) = split_headers(headers);
+        let mut fields = stored_fields(headers);
         // The stored length is the truth: the origin may have sent the body chunked.
-        client_headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        fields.insert(CONTENT_LENGTH, HeaderValue::from(len));
         Self {
             status,
-            headers: StoredHeaders::from_map(&client_headers),
-            targeted,
+            headers: StoredHeaders::from_map(&fields),
             body: Bytes::new(),
             freshness: freshness_of(status, headers, request_time, response_time, policy),
-            vary: capture_vary(headers, request_headers),
-            tags: tags_of(headers),
-            stored_at: response_time,
+            vary: boxed_vary(capture_vary(headers, request_headers)),
+            stored_at: response_time.into(),
             disk: None,
         }
+    }
+
+    /// An entry from its parts, as the disk tier's index records them.
+    pub(crate) fn from_parts(
+        status: StatusCode,
+        headers: StoredHeaders,
+        freshness: Freshness,
+        vary: Vec<(HeaderName, Option<String>)>,
+        stored_at: UnixMs,
+        disk: Option<Box<DiskRef>>,
+    ) -> Self {
+        Self {
+            status,
+            headers,
+            body: Bytes::new(),
+            freshness,
+            vary: boxed_vary(vary),
+            stored_at,
+            disk,
+        }
+    }
+
+    /// The request header values the response varies on, as the request sent them.
+    pub fn vary(&self) -> &[(HeaderName, Option<String>)] {
+        self.vary.as_deref().map_or(&[], |v| v)
+    }
+
+    /// Surrogate keys (`Surrogate-Key` / `Cache-Tag`, space- or comma-separated), for
+    /// purge by tag. Read from the stored fields, so they cost no memory of their own.
+    pub fn tags(&self) -> impl Iterator<Item = &str> {
+        self.headers
+            .texts(&TAG_HEADERS)
+            .flat_map(|v| v.split([' ', ',']))
+            .filter(|t| !t.is_empty())
     }
 
     /// Length of the body, wherever it is held.
@@ -122,14 +165,12 @@ impl CachedResponse {
         response_time: SystemTime,
         policy: &PolicyConfig,
     ) -> Self {
-        let mut merged = self.headers.to_map(self.targeted.len());
-        for (name, value) in &self.targeted {
-            merged.append(name.clone(), value.clone());
-        }
-        let (update, _) = split_headers(not_modified);
+        let mut merged = self.headers.to_map_with_hidden(0);
+        let update = stored_fields(not_modified);
         let mut replaced: Vec<HeaderName> = Vec::new();
         for (name, value) in &update {
-            if name == CONTENT_LENGTH {
+            // The 304's own Edgecache-Cache-Control lines replace the stored ones below.
+            if name == CONTENT_LENGTH || name == EDGECACHE_CACHE_CONTROL {
                 continue;
             }
             if !replaced.contains(name) {
@@ -148,16 +189,13 @@ impl CachedResponse {
         if let Some(age) = not_modified.get(AGE) {
             merged.insert(AGE, age.clone());
         }
-        let (client_headers, targeted) = split_headers(&merged);
         Self {
             status: self.status,
             freshness: freshness_of(self.status, &merged, request_time, response_time, policy),
-            headers: StoredHeaders::from_map(&client_headers),
-            targeted,
+            headers: StoredHeaders::from_map(&stored_fields(&merged)),
             body: self.body.clone(),
             vary: self.vary.clone(),
-            tags: tags_of(&merged),
-            stored_at: response_time,
+            stored_at: response_time.into(),
             disk: self.disk.clone(),
         }
     }
@@ -173,7 +211,7 @@ impl CachedResponse {
     /// True when this entry was stored for a request with the same values of every header
     /// it varies on (RFC 9111 §4.1).
     pub fn matches(&self, request_headers: &HeaderMap) -> bool {
-        self.vary
+        self.vary()
             .iter()
             .all(|(name, stored)| vary_value_matches(request_headers, name, stored.as_deref()))
     }
@@ -182,12 +220,11 @@ impl CachedResponse {
     pub fn weight(&self) -> usize {
         let headers = self.headers.heap_size();
         let vary: usize = self
-            .vary
+            .vary()
             .iter()
-            .map(|(k, v)| k.as_str().len() + v.as_ref().map_or(0, String::len) + 32)
+            .map(|(k, v)| k.as_str().len() + v.as_ref().map_or(0, String::len) + 48)
             .sum();
-        let tags: usize = self.tags.iter().map(|t| t.len() + 24).sum();
-        self.body.len() + headers + vary + tags + std::mem::size_of::<Self>()
+        self.body.len() + headers + vary + std::mem::size_of::<Self>()
     }
 }
 
@@ -249,27 +286,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Splits origin headers into what clients see and the `Edgecache-Cache-Control` lines.
-/// Fields a qualified `no-cache="…"` or `private="…"` names are dropped (RFC 9111 §5.2.2.4,
-/// §5.2.2.7), as is `Age`, which the cache computes itself.
-pub(crate) fn split_headers(headers: &HeaderMap) -> (HeaderMap, Vec<(HeaderName, HeaderValue)>) {
-    let mut client = headers.clone();
-    strip_hop_by_hop(&mut client);
-    client.remove(AGE);
+/// The fields of a response the cache stores: no hop-by-hop fields, no `Age` (the cache
+/// computes its own), none a qualified `no-cache="…"` or `private="…"` names (RFC 9111
+/// §5.2.2.4, §5.2.2.7).
+pub(crate) fn stored_fields(headers: &HeaderMap) -> HeaderMap {
+    let mut fields = headers.clone();
+    strip_hop_by_hop(&mut fields);
+    fields.remove(AGE);
     let (cc, _) = CacheControl::for_response(headers);
     for field in cc.no_cache_fields.iter().chain(&cc.private_fields) {
-        client.remove(field.as_str());
+        fields.remove(field.as_str());
     }
-    let targeted = client
-        .get_all(EDGECACHE_CACHE_CONTROL)
-        .iter()
-        .map(|v| {
-            let owned = HeaderValue::from_bytes(v.as_bytes()).unwrap_or_else(|_| v.clone());
-            (EDGECACHE_CACHE_CONTROL, owned)
-        })
-        .collect();
-    client.remove(EDGECACHE_CACHE_CONTROL);
-    (client, targeted)
+    fields
 }
 
 /// The request's values for the response's `Vary` fields.
@@ -341,22 +369,6 @@ pub(crate) fn vary_value_matches(
     expected.next().is_none()
 }
 
-/// Space- or comma-separated tags from `Surrogate-Key` and `Cache-Tag`.
-fn tags_of(headers: &HeaderMap) -> Vec<String> {
-    let mut tags: Vec<String> = Vec::new();
-    for name in [SURROGATE_KEY, CACHE_TAG] {
-        for value in headers.get_all(name) {
-            let Ok(text) = value.to_str() else { continue };
-            for tag in text.split([' ', ',']).filter(|t| !t.is_empty()) {
-                if !tags.iter().any(|t| t == tag) {
-                    tags.push(tag.to_owned());
-                }
-            }
-        }
-    }
-    tags
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,7 +429,9 @@ mod tests {
         assert!(!e.headers.contains_key("x-secret"));
         assert!(!e.headers.contains_key("age"));
         assert!(e.headers.contains_key("cdn-cache-control"));
-        assert!(!e.headers.contains_key("edgecache-cache-control"));
+        // Kept (a 304 recomputes freshness from it) but never sent to clients.
+        assert_eq!(e.headers.hidden().count(), 1);
+        assert!(!e.headers.to_map(0).contains_key("edgecache-cache-control"));
         assert_eq!(e.freshness.lifetime, 500);
         assert_eq!(e.headers.get(CONTENT_LENGTH).unwrap(), "4");
     }
@@ -471,6 +485,6 @@ mod tests {
             &h(&[("surrogate-key", "a b"), ("cache-tag", "b,c")]),
             &HeaderMap::new(),
         );
-        assert_eq!(e.tags, vec!["a", "b", "c"]);
+        assert_eq!(e.tags().collect::<Vec<_>>(), ["a", "b", "b", "c"]);
     }
 }

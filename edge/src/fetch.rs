@@ -157,7 +157,7 @@ impl Edge {
         );
         let keep = not_storable.is_none()
             && !(replaces_stale && status.is_server_error())
-            && worth_storing(&freshness, &origin_headers);
+            && worth_storing(&freshness, &origin_headers, response_time);
         let max = self.memory.max_object_size() as u64;
         let length = content_length(&origin_headers);
         let fits_memory = length.is_some_and(|n| n <= max);
@@ -339,8 +339,8 @@ fn validator_matches(not_modified: &HeaderMap, stored: &CachedResponse) -> bool 
 
 /// A response that is stale on arrival, cannot be revalidated and names no stale window
 /// would only ever be refetched: it is not worth the memory.
-fn worth_storing(freshness: &Freshness, headers: &HeaderMap) -> bool {
-    freshness.lifetime > freshness.corrected_initial_age
+fn worth_storing(freshness: &Freshness, headers: &HeaderMap, arrived: SystemTime) -> bool {
+    freshness.is_fresh(arrived)
         || headers.contains_key(ETAG)
         || headers.contains_key(http::header::LAST_MODIFIED)
         || freshness.stale_while_revalidate > 0

@@ -1,6 +1,6 @@
 //! Cache keys: scheme + host + path + normalised query.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use http::Uri;
 use http::header::HOST;
@@ -35,11 +35,13 @@ impl KeyRules {
 }
 
 /// A normalised cache key, e.g. `http://example.com/app.js?a=1&v=2`.
+///
+/// Only the text is kept (16 bytes and the text, for every cached object): the path
+/// starts at the first `/` after `://`, which the host cannot contain (see
+/// [`normalise_host`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CacheKey {
-    text: String,
-    /// Byte offset where the path begins.
-    path_at: usize,
+    text: Box<str>,
 }
 
 impl CacheKey {
@@ -52,12 +54,11 @@ impl CacheKey {
         text.push_str(scheme);
         text.push_str("://");
         text.push_str(&host);
-        let path_at = text.len();
         text.push_str(if path.is_empty() { "/" } else { path });
         if let Some(query) = uri.query() {
             push_query(&mut text, query, rules);
         }
-        Self { text, path_at }
+        Self { text: text.into() }
     }
 
     /// The key of a request, taking the host from the URI authority or the `Host` header.
@@ -82,22 +83,24 @@ impl CacheKey {
 
     /// Rebuilds a key from its text (as stored by the disk tier).
     pub fn from_stored(text: &str) -> Option<Self> {
-        let after_scheme = text.find("://")? + 3;
-        let path_at = after_scheme + text[after_scheme..].find('/')?;
-        Some(Self {
-            text: text.to_owned(),
-            path_at,
-        })
+        path_start(text)?;
+        Some(Self { text: text.into() })
+    }
+
+    /// Byte offset where the path begins. Every key has one: `new` writes a `/` after the
+    /// host and `from_stored` refuses text without.
+    fn path_at(&self) -> usize {
+        path_start(&self.text).unwrap_or(self.text.len())
     }
 
     /// Path and normalised query, e.g. `/app.js?v=2`.
     pub fn path_and_query(&self) -> &str {
-        &self.text[self.path_at..]
+        &self.text[self.path_at()..]
     }
 
     /// `scheme://host`.
     pub fn origin(&self) -> &str {
-        &self.text[..self.path_at]
+        &self.text[..self.path_at()]
     }
 
     /// Size in bytes, for the memory tier's weigher.
@@ -112,7 +115,16 @@ impl fmt::Display for CacheKey {
     }
 }
 
-/// Lower-cases the host and drops the scheme's default port.
+/// Where the path of a key's text begins: the first `/` after `://`.
+fn path_start(text: &str) -> Option<usize> {
+    let after_scheme = text.find("://")? + 3;
+    Some(after_scheme + text[after_scheme..].find('/')?)
+}
+
+/// Lower-cases the host and drops the scheme's default port. Bytes a host cannot contain
+/// (`/`, `?`, `#`, `%`, controls, spaces, non-ASCII: a `Host` header is not checked by the
+/// HTTP parser) are percent-encoded, so `Host: a/b` with path `/x` can never share a key
+/// with `Host: a` and path `/b/x`.
 fn normalise_host(scheme: &str, host: &str) -> String {
     let host = host.trim();
     let default_port = match scheme {
@@ -120,7 +132,15 @@ fn normalise_host(scheme: &str, host: &str) -> String {
         _ => ":80",
     };
     let host = host.strip_suffix(default_port).unwrap_or(host);
-    host.to_ascii_lowercase()
+    let mut out = String::with_capacity(host.len());
+    for b in host.bytes() {
+        if b.is_ascii_graphic() && !matches!(b, b'/' | b'?' | b'#' | b'%') {
+            out.push(char::from(b.to_ascii_lowercase()));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 fn param_name(p: &str) -> &str {
@@ -194,6 +214,17 @@ mod tests {
             key("a", "/x?b=1&a=2&a=1").path_and_query(),
             "/x?a=2&a=1&b=1"
         );
+    }
+
+    #[test]
+    fn a_host_cannot_reach_into_the_path() {
+        let odd = key("a/b", "/x");
+        assert_eq!(odd.as_str(), "http://a%2Fb/x");
+        assert_ne!(odd, key("a", "/b/x"));
+        assert_eq!(odd.path_and_query(), "/x");
+        assert_eq!(odd.origin(), "http://a%2Fb");
+        assert_eq!(key("a?b #%", "/").as_str(), "http://a%3Fb%20%23%25/");
+        assert_eq!(key("[::1]:8080", "/").as_str(), "http://[::1]:8080/");
     }
 
     #[test]

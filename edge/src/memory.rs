@@ -9,15 +9,35 @@ use moka::sync::Cache;
 use crate::entry::CachedResponse;
 use crate::key::CacheKey;
 
-/// The variants stored for one key, newest first: one allocation, shared by clones.
+/// The variants stored for one key, newest first. Most URLs have one, held as it is; a
+/// list is allocated only for URLs whose responses vary.
 #[derive(Debug, Clone)]
-pub struct Variants {
-    pub entries: Arc<[Arc<CachedResponse>]>,
+pub enum Variants {
+    One(Arc<CachedResponse>),
+    /// Two or more, newest first (`Arc<Vec>`: a thin pointer keeps the enum at 16 bytes).
+    Many(Arc<Vec<Arc<CachedResponse>>>),
 }
 
 impl Variants {
+    /// Newest first.
+    pub fn entries(&self) -> &[Arc<CachedResponse>] {
+        match self {
+            Self::One(e) => std::slice::from_ref(e),
+            Self::Many(list) => list,
+        }
+    }
+
+    /// `None` when `entries` is empty.
+    fn from_vec(mut entries: Vec<Arc<CachedResponse>>) -> Option<Self> {
+        match entries.len() {
+            0 => None,
+            1 => entries.pop().map(Self::One),
+            _ => Some(Self::Many(Arc::new(entries))),
+        }
+    }
+
     fn weight(&self, key: &CacheKey) -> u32 {
-        let total: usize = key.weight() + self.entries.iter().map(|e| e.weight()).sum::<usize>();
+        let total: usize = key.weight() + self.entries().iter().map(|e| e.weight()).sum::<usize>();
         u32::try_from(total).unwrap_or(u32::MAX)
     }
 }
@@ -65,7 +85,7 @@ impl MemoryTier {
         match self.cache.get(key) {
             None => Lookup::Miss,
             Some(variants) => variants
-                .entries
+                .entries()
                 .iter()
                 .find(|e| e.matches(request_headers))
                 .map_or(Lookup::VaryMiss, |e| Lookup::Found(e.clone())),
@@ -75,7 +95,7 @@ impl MemoryTier {
     /// The variant `entry` was stored as, if it is still that very entry (not replaced).
     pub fn lookup_exact(&self, key: &CacheKey, entry: &Arc<CachedResponse>) -> Lookup {
         match self.cache.get(key) {
-            Some(v) if v.entries.iter().any(|e| Arc::ptr_eq(e, entry)) => {
+            Some(v) if v.entries().iter().any(|e| Arc::ptr_eq(e, entry)) => {
                 Lookup::Found(entry.clone())
             }
             Some(_) => Lookup::VaryMiss,
@@ -91,25 +111,23 @@ impl MemoryTier {
             return false;
         }
         self.cache.entry(key.clone()).and_compute_with(|existing| {
-            let others = existing
-                .as_ref()
-                .map_or(0, |e| e.value().entries.len().min(MAX_VARIANTS - 1));
-            let mut entries = Vec::with_capacity(1 + others);
-            entries.push(entry.clone());
-            if let Some(existing) = existing {
-                entries.extend(
-                    existing
-                        .value()
-                        .entries
-                        .iter()
-                        .filter(|e| e.vary != entry.vary)
-                        .take(MAX_VARIANTS - 1)
-                        .cloned(),
-                );
+            let others: Vec<Arc<CachedResponse>> = existing.map_or_else(Vec::new, |existing| {
+                existing
+                    .value()
+                    .entries()
+                    .iter()
+                    .filter(|e| e.vary() != entry.vary())
+                    .take(MAX_VARIANTS - 1)
+                    .cloned()
+                    .collect()
+            });
+            if others.is_empty() {
+                return Op::Put(Variants::One(entry.clone()));
             }
-            Op::Put(Variants {
-                entries: entries.into(),
-            })
+            let mut entries = Vec::with_capacity(1 + others.len());
+            entries.push(entry.clone());
+            entries.extend(others);
+            Op::Put(Variants::Many(Arc::new(entries)))
         });
         true
     }
@@ -124,9 +142,9 @@ impl MemoryTier {
         use crate::purge::Verdict;
         let mut changed = 0;
         for (key, variants) in self.cache.iter() {
-            let mut kept = Vec::with_capacity(variants.entries.len());
+            let mut kept = Vec::with_capacity(variants.entries().len());
             let mut touched = false;
-            for e in variants.entries.iter() {
+            for e in variants.entries() {
                 match judge(&key, e) {
                     Verdict::Keep => kept.push(e.clone()),
                     Verdict::Stale => {
@@ -137,16 +155,10 @@ impl MemoryTier {
                 }
             }
             if touched {
-                changed += variants.entries.len();
-                if kept.is_empty() {
-                    self.cache.invalidate(&*key);
-                } else {
-                    self.cache.insert(
-                        (*key).clone(),
-                        Variants {
-                            entries: kept.into(),
-                        },
-                    );
+                changed += variants.entries().len();
+                match Variants::from_vec(kept) {
+                    None => self.cache.invalidate(&*key),
+                    Some(v) => self.cache.insert((*key).clone(), v),
                 }
             }
         }

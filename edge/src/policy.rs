@@ -135,24 +135,60 @@ pub fn vary_is_star(headers: &HeaderMap) -> bool {
         .any(|f| f.trim() == "*")
 }
 
-/// Freshness facts of a stored response, fixed when it is stored or refreshed.
+/// A point in time in milliseconds since the Unix epoch: what every cached entry keeps of
+/// its times, at half the size of a `SystemTime` (the disk tier's records keep the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnixMs(pub u64);
+
+impl From<SystemTime> for UnixMs {
+    fn from(t: SystemTime) -> Self {
+        Self(
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        )
+    }
+}
+
+impl From<UnixMs> for SystemTime {
+    fn from(t: UnixMs) -> Self {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(t.0)
+    }
+}
+
+/// Freshness facts of a stored response, fixed when it is stored or refreshed. Seconds are
+/// kept as `u32`: delta-seconds are capped at 2^31 (RFC 9111 §1.2.2) and larger ages
+/// saturate, so nothing a cache can act on is lost, and every entry is 24 bytes smaller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Freshness {
     /// Freshness lifetime in seconds.
-    pub lifetime: u64,
+    pub lifetime: u32,
     /// RFC 5861 windows, in seconds past the lifetime.
-    pub stale_while_revalidate: u64,
-    pub stale_if_error: u64,
+    pub stale_while_revalidate: u32,
+    pub stale_if_error: u32,
+    /// When the response's age was zero, in milliseconds since the Unix epoch (before it,
+    /// for an `Age` older than the epoch): its arrival time less the age it arrived with.
+    /// The age at `now` is `now - born`, which is RFC 9111 §4.2.3's
+    /// `corrected_initial_age + resident_time` in one number.
+    pub born_ms: i64,
     /// Stale content must never be served (`must-revalidate`, `proxy-revalidate`, `s-maxage`).
     pub must_revalidate: bool,
     /// Every use needs a successful validation first.
     pub no_cache: bool,
-    /// Age the response already had when it arrived (RFC 9111 §4.2.3).
-    pub corrected_initial_age: u64,
-    /// When the response arrived.
-    pub response_time: SystemTime,
     /// Whether the lifetime came from a heuristic.
     pub heuristic: bool,
+}
+
+/// [`Freshness::born_ms`] of a response that arrived at `response_time` already
+/// `initial_age` seconds old.
+pub fn born_ms(response_time: UnixMs, initial_age: u64) -> i64 {
+    let arrived = i64::try_from(response_time.0).unwrap_or(i64::MAX);
+    let age_ms = i64::from(secs32(initial_age)) * 1000;
+    arrived.saturating_sub(age_ms)
+}
+
+/// Seconds as a [`Freshness`] keeps them: anything beyond `u32` saturates.
+pub fn secs32(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// How a stored response may be used for a given request.
@@ -206,36 +242,35 @@ impl Freshness {
         let corrected_initial_age = apparent_age.max(corrected_age_value);
 
         Self {
-            lifetime,
-            stale_while_revalidate: cc.stale_while_revalidate.unwrap_or(0),
-            stale_if_error: cc.stale_if_error.unwrap_or(0),
+            lifetime: secs32(lifetime),
+            stale_while_revalidate: secs32(cc.stale_while_revalidate.unwrap_or(0)),
+            stale_if_error: secs32(cc.stale_if_error.unwrap_or(0)),
+            born_ms: born_ms(response_time.into(), corrected_initial_age),
             must_revalidate: cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some(),
             no_cache: cc.no_cache,
-            corrected_initial_age,
-            response_time,
             heuristic,
         }
     }
 
     /// The response's current age in seconds (RFC 9111 §4.2.3).
     pub fn age(&self, now: SystemTime) -> u64 {
-        let resident = secs_between(self.response_time, now);
-        self.corrected_initial_age.saturating_add(resident)
+        let now = i64::try_from(UnixMs::from(now).0).unwrap_or(i64::MAX);
+        u64::try_from(now.saturating_sub(self.born_ms) / 1000).unwrap_or(0)
     }
 
     /// Remaining freshness in seconds; negative once stale.
     pub fn ttl(&self, now: SystemTime) -> i64 {
         let age = self.age(now).min(i64::MAX as u64) as i64;
-        (self.lifetime.min(i64::MAX as u64) as i64).saturating_sub(age)
+        i64::from(self.lifetime).saturating_sub(age)
     }
 
     pub fn is_fresh(&self, now: SystemTime) -> bool {
-        self.lifetime > self.age(now)
+        u64::from(self.lifetime) > self.age(now)
     }
 
     /// Seconds past the lifetime (0 while fresh).
     pub fn staleness(&self, now: SystemTime) -> u64 {
-        self.age(now).saturating_sub(self.lifetime)
+        self.age(now).saturating_sub(u64::from(self.lifetime))
     }
 
     /// Decides how the entry may answer a request with directives `req`.
@@ -266,7 +301,7 @@ impl Freshness {
         if client_allows {
             return Usability::ServeStale;
         }
-        if ttl <= 0 && staleness < self.stale_while_revalidate && req.max_age.is_none() {
+        if ttl <= 0 && staleness < u64::from(self.stale_while_revalidate) && req.max_age.is_none() {
             return Usability::ServeStale;
         }
         Usability::Revalidate
@@ -284,8 +319,7 @@ impl Freshness {
         if self.must_revalidate || self.no_cache {
             return false;
         }
-        let window = self
-            .stale_if_error
+        let window = u64::from(self.stale_if_error)
             .max(req.stale_if_error.unwrap_or(0))
             .max(default_window);
         self.staleness(now) <= window
@@ -294,7 +328,7 @@ impl Freshness {
     /// How long the entry is worth keeping: lifetime plus the windows in which stale content
     /// may still be served or revalidated cheaply.
     pub fn keep_for(&self, now: SystemTime) -> Duration {
-        let extra = self.stale_while_revalidate.max(self.stale_if_error);
+        let extra = u64::from(self.stale_while_revalidate.max(self.stale_if_error));
         let remaining = self.ttl(now).max(0) as u64;
         // Entries with validators stay a while after expiry: a 304 is cheaper than a refetch.
         Duration::from_secs(remaining.saturating_add(extra).max(60))
@@ -450,7 +484,8 @@ mod tests {
             at(2),
             &PolicyConfig::default(),
         );
-        assert_eq!(f.corrected_initial_age, 32);
+        // corrected_initial_age is 32 s: its age when it arrived at 2 s.
+        assert_eq!(f.age(at(2)), 32);
         assert_eq!(f.age(at(12)), 42);
         assert_eq!(f.ttl(at(12)), 58);
         assert!(f.is_fresh(at(69)));

@@ -129,7 +129,9 @@ impl Edge {
                     );
                 }
                 Usability::ServeStale => {
-                    if entry.freshness.staleness(now) < entry.freshness.stale_while_revalidate {
+                    if entry.freshness.staleness(now)
+                        < u64::from(entry.freshness.stale_while_revalidate)
+                    {
                         self.revalidate_in_background(&key, parts, &entry, peer);
                     }
                     let mut status = CacheStatus::hit(entry.freshness.ttl(now));

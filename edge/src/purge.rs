@@ -205,7 +205,7 @@ impl PurgeRules {
         if self.empty.load(Ordering::Acquire) {
             return Verdict::Keep;
         }
-        let stored = unix_ms(entry.stored_at);
+        let stored = entry.stored_at.0;
         let r = self.read();
         let mut verdict = r.all.judge(stored);
         let pq = key.path_and_query();
@@ -220,7 +220,7 @@ impl PurgeRules {
                     .filter(|(p, _)| pq.starts_with(p.as_str()))
                     .map(|(_, m)| m),
             )
-            .chain(entry.tags.iter().filter_map(|t| r.tags.get(t)));
+            .chain(entry.tags().filter_map(|t| r.tags.get(t)));
         for m in marks {
             verdict = worse(verdict, m.judge(stored));
             if verdict == Verdict::Gone {
@@ -306,14 +306,16 @@ fn worse(a: Verdict, b: Verdict) -> Verdict {
 /// `entry` as a soft purge leaves it: stale from now on, its stale windows intact.
 pub fn mark_stale(entry: &CachedResponse, now: SystemTime) -> CachedResponse {
     let mut stale = entry.clone();
-    stale.freshness.lifetime = stale.freshness.lifetime.min(entry.freshness.age(now));
-    stale.stored_at = now;
+    stale.freshness.lifetime = stale
+        .freshness
+        .lifetime
+        .min(crate::policy::secs32(entry.freshness.age(now)));
+    stale.stored_at = now.into();
     stale
 }
 
 pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    crate::policy::UnixMs::from(t).0
 }
 
 /// A purge time strictly after `t` (rules compare with `>`).

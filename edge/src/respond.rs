@@ -151,7 +151,7 @@ fn answer(
     // Built once per response: it answers the conditionals and then becomes the response's.
     let headers = entry.headers.to_map(2);
     if entry.status.is_success() {
-        match evaluate_preconditions(req, &headers, entry.stored_at) {
+        match evaluate_preconditions(req, &headers, entry.stored_at.into()) {
             Precondition::NotModified => {
                 return not_modified(&headers, age, cache_status);
             }

@@ -1,15 +1,14 @@
 //! The disk tier's index record: a stored response's metadata, serialised as JSON.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
+use crate::cache_control::EDGECACHE_CACHE_CONTROL;
 use crate::entry::{CachedResponse, DiskRef};
-use crate::policy::Freshness;
+use crate::policy::{Freshness, UnixMs, born_ms, secs32};
 
 /// One stored response, without its body.
 #[derive(Debug, Serialize, Deserialize)]
@@ -41,34 +40,40 @@ pub struct FreshnessRecord {
 
 impl Record {
     pub fn from_entry(e: &CachedResponse, file: u64, len: u64, crcs: &[u32]) -> Self {
-        let pairs = |it: &mut dyn Iterator<Item = (&HeaderName, &HeaderValue)>| {
-            it.map(|(k, v)| (k.as_str().to_owned(), latin1(v.as_bytes())))
-                .collect::<Vec<_>>()
-        };
         let f = &e.freshness;
         Self {
             status: e.status.as_u16(),
             headers: e
                 .headers
                 .iter()
-                .map(|f| (f.name_str().to_owned(), latin1(f.value)))
+                .filter(|f| !f.is_hidden())
+                .map(|f| (f.name_str().to_owned(), latin1(&f.value.to_vec())))
                 .collect(),
-            targeted: pairs(&mut e.targeted.iter().map(|(k, v)| (k, v))),
+            targeted: e
+                .headers
+                .hidden()
+                .map(|v| {
+                    let name = EDGECACHE_CACHE_CONTROL.as_str().to_owned();
+                    (name, latin1(&v.to_vec()))
+                })
+                .collect(),
             vary: e
-                .vary
+                .vary()
                 .iter()
                 .map(|(k, v)| (k.as_str().to_owned(), v.clone()))
                 .collect(),
-            tags: e.tags.clone(),
-            stored_at_ms: unix_ms(e.stored_at),
+            tags: e.tags().map(str::to_owned).collect(),
+            stored_at_ms: e.stored_at.0,
             freshness: FreshnessRecord {
-                lifetime: f.lifetime,
-                stale_while_revalidate: f.stale_while_revalidate,
-                stale_if_error: f.stale_if_error,
+                lifetime: f.lifetime.into(),
+                stale_while_revalidate: f.stale_while_revalidate.into(),
+                stale_if_error: f.stale_if_error.into(),
                 must_revalidate: f.must_revalidate,
                 no_cache: f.no_cache,
-                corrected_initial_age: f.corrected_initial_age,
-                response_time_ms: unix_ms(f.response_time),
+                // The record keeps the two numbers `born_ms` was made of; a time before
+                // the epoch is written as an age at the epoch.
+                corrected_initial_age: u64::try_from(-f.born_ms).map_or(0, |ms| ms.div_ceil(1000)),
+                response_time_ms: u64::try_from(f.born_ms).unwrap_or(0),
                 heuristic: f.heuristic,
             },
             file,
@@ -85,11 +90,10 @@ impl Record {
             let (k, v) = header(k, v)?;
             headers.append(k, v);
         }
-        let targeted = self
-            .targeted
-            .iter()
-            .map(|(k, v)| header(k, v))
-            .collect::<Result<Vec<_>, _>>()?;
+        for (k, v) in &self.targeted {
+            let (k, v) = header(k, v)?;
+            headers.append(k, v);
+        }
         let vary = self
             .vary
             .into_iter()
@@ -100,31 +104,27 @@ impl Record {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let f = self.freshness;
-        Ok(CachedResponse {
+        Ok(CachedResponse::from_parts(
             status,
-            headers: crate::stored_headers::StoredHeaders::from_map(&headers),
-            targeted,
-            body: Bytes::new(),
-            freshness: Freshness {
-                lifetime: f.lifetime,
-                stale_while_revalidate: f.stale_while_revalidate,
-                stale_if_error: f.stale_if_error,
+            crate::stored_headers::StoredHeaders::from_map(&headers),
+            Freshness {
+                lifetime: secs32(f.lifetime),
+                stale_while_revalidate: secs32(f.stale_while_revalidate),
+                stale_if_error: secs32(f.stale_if_error),
+                born_ms: born_ms(UnixMs(f.response_time_ms), f.corrected_initial_age),
                 must_revalidate: f.must_revalidate,
                 no_cache: f.no_cache,
-                corrected_initial_age: f.corrected_initial_age,
-                response_time: from_unix_ms(f.response_time_ms),
                 heuristic: f.heuristic,
             },
             vary,
-            tags: self.tags,
-            stored_at: from_unix_ms(self.stored_at_ms),
-            disk: Some(Box::new(DiskRef {
+            UnixMs(self.stored_at_ms),
+            Some(Box::new(DiskRef {
                 record: record_key,
                 file: self.file,
                 len: self.len,
                 crcs: self.crcs.into(),
             })),
-        })
+        ))
     }
 }
 
@@ -142,19 +142,11 @@ fn latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| char::from(b)).collect()
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn from_unix_ms(ms: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::policy::PolicyConfig;
+    use std::time::{Duration, SystemTime};
 
     #[test]
     fn round_trips_an_entry_byte_for_byte() {
@@ -175,9 +167,14 @@ mod tests {
         let json = serde_json::to_vec(&rec).unwrap();
         let back: Record = serde_json::from_slice(&json).unwrap();
         let e2 = back.into_entry(Arc::from(&b"k"[..])).unwrap();
-        assert_eq!(e2.headers, e.headers);
-        assert_eq!(e2.targeted, e.targeted);
-        assert_eq!(e2.vary, e.vary);
+        assert_eq!(e2.headers.to_map(0), e.headers.to_map(0));
+        let hidden = |e: &CachedResponse| -> Vec<Vec<u8>> {
+            e.headers.hidden().map(|v| v.to_vec()).collect()
+        };
+        assert_eq!(hidden(&e2), hidden(&e));
+        assert_eq!(e2.headers.hidden().count(), 1);
+        assert!(!e2.headers.to_map(0).contains_key(EDGECACHE_CACHE_CONTROL));
+        assert_eq!(e2.vary(), e.vary());
         assert_eq!(e2.freshness, e.freshness);
         assert_eq!(e2.stored_at, e.stored_at);
         let d = e2.disk.unwrap();
