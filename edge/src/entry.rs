@@ -71,11 +71,9 @@ impl CachedResponse {
         response_time: SystemTime,
         policy: &PolicyConfig,
     ) -> Self {
-        let len = body.len() as u64;
         let mut entry = Self::describe(
             status,
             headers,
-            len,
             request_headers,
             request_time,
             response_time,
@@ -85,20 +83,17 @@ impl CachedResponse {
         entry
     }
 
-    /// An entry for a body of `len` bytes held elsewhere (on the disk tier): same
+    /// An entry whose body is set afterwards, or held elsewhere (on the disk tier): same
     /// metadata as [`CachedResponse::new`], empty `body`.
     pub fn describe(
         status: StatusCode,
         headers: &HeaderMap,
-        len: u64,
         request_headers: &HeaderMap,
         request_time: SystemTime,
         response_time: SystemTime,
         policy: &PolicyConfig,
     ) -> Self {
-        let mut fields = stored_fields(headers);
-        // The stored length is the truth: the origin may have sent the body chunked.
-        fields.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        let fields = stored_fields(headers);
         Self {
             status,
             headers: StoredHeaders::from_map(&fields),
@@ -288,11 +283,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The fields of a response the cache stores: no hop-by-hop fields, no `Age` (the cache
 /// computes its own), none a qualified `no-cache="…"` or `private="…"` names (RFC 9111
-/// §5.2.2.4, §5.2.2.7).
+/// §5.2.2.4, §5.2.2.7), and no `Content-Length`: the stored body's length is the truth
+/// (the origin may have sent it chunked), and responses are given it when they are sent.
 pub(crate) fn stored_fields(headers: &HeaderMap) -> HeaderMap {
     let mut fields = headers.clone();
     strip_hop_by_hop(&mut fields);
     fields.remove(AGE);
+    fields.remove(CONTENT_LENGTH);
     let (cc, _) = CacheControl::for_response(headers);
     for field in cc.no_cache_fields.iter().chain(&cc.private_fields) {
         fields.remove(field.as_str());
@@ -433,7 +430,8 @@ mod tests {
         assert_eq!(e.headers.hidden().count(), 1);
         assert!(!e.headers.to_map(0).contains_key("edgecache-cache-control"));
         assert_eq!(e.freshness.lifetime, 500);
-        assert_eq!(e.headers.get(CONTENT_LENGTH).unwrap(), "4");
+        assert!(!e.headers.contains_key(CONTENT_LENGTH));
+        assert_eq!(e.body_len(), 4);
     }
 
     #[test]
@@ -474,7 +472,8 @@ mod tests {
         );
         assert_eq!(r.headers.get("x-a").unwrap(), "new");
         assert_eq!(r.headers.get(CACHE_CONTROL).unwrap(), "max-age=100");
-        assert_eq!(r.headers.get(CONTENT_LENGTH).unwrap(), "4");
+        assert!(!r.headers.contains_key(CONTENT_LENGTH));
+        assert_eq!(r.body_len(), 4);
         assert_eq!(r.freshness.lifetime, 100);
         assert_eq!(r.body, e.body);
     }

@@ -204,11 +204,10 @@ impl Edge {
             self.coalescer.release(&done.key, &done.inflight);
         }
 
-        let describe = |len: u64| {
+        let describe = || {
             CachedResponse::describe(
                 status,
                 &origin_headers,
-                len,
                 &request.client_headers,
                 request_time,
                 response_time,
@@ -250,7 +249,7 @@ impl Edge {
                     // The origin's last declared byte: the entry is stored before any client
                     // can have the whole body, so a request right after one finds it.
                     if keep && length == Some(received) && received <= max {
-                        let mut entry = describe(received);
+                        let mut entry = describe();
                         entry.body = done.inflight.body_with(&chunk);
                         self.keep_in_memory(&done.key, entry);
                         stored = true;
@@ -262,7 +261,7 @@ impl Edge {
         if let Some(w) = writer {
             // Clients have every byte already; making the file durable can follow.
             done.inflight.finish(Ok(()));
-            let entry = describe(received);
+            let entry = describe();
             let (disk, key) = (self.disk.clone(), done.key.clone());
             let committed =
                 tokio::task::spawn_blocking(move || disk.map(|d| d.commit(&key, &entry, w))).await;
@@ -274,7 +273,7 @@ impl Edge {
         // Stored before the end is announced: a waiter cutting a range from the stored copy
         // must find it there.
         if keep && !stored && received <= max {
-            let mut entry = describe(received);
+            let mut entry = describe();
             entry.body = done.inflight.body_so_far();
             self.keep_in_memory(&done.key, entry);
         }

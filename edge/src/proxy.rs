@@ -823,13 +823,17 @@ fn fallback_js() -> Response<Body> {
 /// (RFC 9111 §4.3.5).
 fn head_matches(head: &HeaderMap, stored: &CachedResponse) -> bool {
     use http::header::{CONTENT_LENGTH, ETAG, LAST_MODIFIED};
-    [ETAG, LAST_MODIFIED, CONTENT_LENGTH].iter().all(|name| {
-        match (head.get(name), stored.headers.get(name)) {
-            (Some(a), Some(b)) => a == b,
-            (None, _) => true,
-            (Some(_), None) => false,
-        }
-    })
+    let length = head
+        .get(CONTENT_LENGTH)
+        .is_none_or(|v| v.as_bytes() == stored.body_len().to_string().as_bytes());
+    length
+        && [ETAG, LAST_MODIFIED].iter().all(|name| {
+            match (head.get(name), stored.headers.get(name)) {
+                (Some(a), Some(b)) => a == b,
+                (None, _) => true,
+                (Some(_), None) => false,
+            }
+        })
 }
 
 fn path_and_query(parts: &Parts) -> &str {

@@ -149,7 +149,8 @@ fn answer(
     disk: Option<&DiskTier>,
 ) -> Response<Body> {
     // Built once per response: it answers the conditionals and then becomes the response's.
-    let headers = entry.headers.to_map(2);
+    let mut headers = entry.headers.to_map(3);
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(entry.body_len()));
     if entry.status.is_success() {
         match evaluate_preconditions(req, &headers, entry.stored_at.into()) {
             Precondition::NotModified => {

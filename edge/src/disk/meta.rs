@@ -94,6 +94,8 @@ impl Record {
             let (k, v) = header(k, v)?;
             headers.append(k, v);
         }
+        // Records written before lengths were left out of the stored fields have one.
+        headers.remove(http::header::CONTENT_LENGTH);
         let vary = self
             .vary
             .into_iter()
@@ -161,8 +163,7 @@ mod tests {
         let mut req = HeaderMap::new();
         req.insert("accept-encoding", HeaderValue::from_static("br"));
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        let e =
-            CachedResponse::describe(StatusCode::OK, &h, 5, &req, t, t, &PolicyConfig::default());
+        let e = CachedResponse::describe(StatusCode::OK, &h, &req, t, t, &PolicyConfig::default());
         let rec = Record::from_entry(&e, 7, 5, &[1, 2]);
         let json = serde_json::to_vec(&rec).unwrap();
         let back: Record = serde_json::from_slice(&json).unwrap();
