@@ -335,6 +335,9 @@ if [ "$cold" = 1 ]; then
     measure origin-direct cold 1 "$origin/cold-origin.3f9c2a1b.bin" -n 1000 -c 200
     for target in "${targets[@]}"; do
         measure "$target" cold 1 "${url_of[$target]}/cold-$target.3f9c2a1b.bin" -n 1000 -c 200
+        # The same load once the object is cached: what 1,000 requests over 200 new
+        # connections cost this server anyway. The difference is what the cold object added.
+        measure "$target" cold-hot 1 "${url_of[$target]}/cold-$target.3f9c2a1b.bin" -n 1000 -c 200
     done
 fi
 
@@ -376,7 +379,7 @@ if others:
     print()
     print("edgecache / other (median req/s ratio; p99 ratio, lower is better)")
     for row in order:
-        if row == "cold" or ("edgecache", row) not in by:
+        if row.startswith("cold") or ("edgecache", row) not in by:
             continue
         parts = []
         for o in others:
@@ -385,6 +388,16 @@ if others:
             if e and x:
                 parts.append("%s %.2fx req/s, p99 %.2fx" % (o, e / x, ep / xp if xp else float("nan")))
         print("%-8s %s" % (row, "; ".join(parts)))
+single = med("p99_ms", "origin-direct", "single")
+if single is not None and any((t, "cold-hot") in by for t in targets):
+    print()
+    print("cold miss: p99 of the cold run less p99 of the same load served hot, against the")
+    print("origin's own p99 for one request at a time (+10%% +5 ms = %.2f ms)" % (single * 1.1 + 5))
+    for t in targets:
+        cold, hot = med("p99_ms", t, "cold"), med("p99_ms", t, "cold-hot")
+        if cold is None or hot is None:
+            continue
+        print("%-15s cold %.2f ms, hot %.2f ms: the cold object added %.2f ms" % (t, cold, hot, cold - hot))
 EOF
 echo
 echo "raw results: $results"

@@ -487,7 +487,7 @@ impl Edge {
     /// Serves a stale entry because the origin failed (RFC 5861 §4).
     fn stale_on_error(
         &self,
-        entry: &CachedResponse,
+        entry: &Arc<CachedResponse>,
         parts: &Parts,
         fwd: Fwd,
         fwd_status: Option<u16>,
@@ -510,7 +510,7 @@ impl Edge {
 
     fn answer_from(
         &self,
-        entry: &CachedResponse,
+        entry: &Arc<CachedResponse>,
         parts: &Parts,
         status: CacheStatus,
         now: SystemTime,
