@@ -131,15 +131,18 @@ mkdir -p "$work/site"
 for size in $sizes; do
     head -c "$(bytes_of "$size")" /dev/urandom > "$work/site/obj-$size.3f9c2a1b.bin"
 done
+# One cold object per target and round.
 for name in edgecache nginx varnish origin; do
-    head -c 1024 /dev/urandom > "$work/site/cold-$name.3f9c2a1b.bin"
+    for round in $(seq 1 "$rounds"); do
+        head -c 1024 /dev/urandom > "$work/site/cold-$name-$round.3f9c2a1b.bin"
+    done
 done
 
 echo "== starting the origin (core 1)"
 RUST_LOG="warn,edgecache_origin=debug" taskset -c 1 "$bin" origin --root "$work/site" \
     --listen 127.0.0.1:0 > "$work/origin.out" 2> "$work/origin.err" &
 pids+=($!)
-declare -A url_of pid_of
+declare -A url_of pid_of admin_of
 pid_of[origin-direct]=$!
 origin="$(address_from "$work/origin.out" "listening on")"
 origin_hostport="${origin#http://}"
@@ -170,6 +173,7 @@ start_edge() {
     pids+=($!)
     pid_of[$name]=$!
     url_of[$name]="$(address_from "$work/$name.out" "listening on")"
+    admin_of[$name]="$(address_from "$work/$name.out" "admin on")"
 }
 
 echo "== starting the edge (core 0)"
@@ -327,17 +331,34 @@ for round in $(seq 1 "$rounds"); do
     done
 done
 
+# Sum of the edge's origin fetch times, in ms (its `edgecache_origin_fetch_seconds`).
+origin_fetch_ms() {
+    curl -s "${admin_of[edgecache]}/metrics" |
+        awk '/^edgecache_origin_fetch_seconds_sum/ { printf "%.3f", $2 * 1000 }'
+}
+
 if [ "$cold" = 1 ]; then
-    echo "== cold miss: 1000 requests, 200 connections, one cold 1 KiB object"
+    echo "== cold miss: 1000 requests, 200 connections, one cold 1 KiB object per round"
     # The origin's own response time for such an object: one request at a time, and under
     # the same 1,000 requests over 200 new connections (what connection setup alone costs).
-    measure origin-direct single 1 "$origin/cold-origin.3f9c2a1b.bin" -n 200 -c 1
-    measure origin-direct cold 1 "$origin/cold-origin.3f9c2a1b.bin" -n 1000 -c 200
-    for target in "${targets[@]}"; do
-        measure "$target" cold 1 "${url_of[$target]}/cold-$target.3f9c2a1b.bin" -n 1000 -c 200
-        # The same load once the object is cached: what 1,000 requests over 200 new
-        # connections cost this server anyway. The difference is what the cold object added.
-        measure "$target" cold-hot 1 "${url_of[$target]}/cold-$target.3f9c2a1b.bin" -n 1000 -c 200
+    measure origin-direct single 1 "$origin/cold-origin-1.3f9c2a1b.bin" -n 200 -c 1
+    measure origin-direct cold 1 "$origin/cold-origin-1.3f9c2a1b.bin" -n 1000 -c 200
+    for round in $(seq 1 "$rounds"); do
+        for target in "${targets[@]}"; do
+            url="${url_of[$target]}/cold-$target-$round.3f9c2a1b.bin"
+            before_fetch="$(origin_fetch_ms)"
+            measure "$target" cold "$round" "$url" -n 1000 -c 200
+            if [ "$target" = edgecache ]; then
+                # How long the origin took to answer the edge's one request, under this load.
+                awk -v a="$before_fetch" -v b="$(origin_fetch_ms)" \
+                    'BEGIN { printf "   edgecache       the origin answered its one request in %.2f ms\n", b - a }' |
+                    tee -a "$out/origin-wait.txt"
+            fi
+            # The same load once the object is cached: what 1,000 requests over 200 new
+            # connections cost this server anyway. The difference is what the cold object
+            # added.
+            measure "$target" cold-hot "$round" "$url" -n 1000 -c 200
+        done
     done
 fi
 
@@ -346,8 +367,8 @@ for target in "${targets[@]}" $([ "$disk" = 1 ] && echo edgecache-disk); do
     printf '   %-15s %s MiB\n' "$target" "$(( $(tree_peak_kib "${pid_of[$target]}") / 1024 ))"
 done
 
-python3 - "$results" <<'EOF'
-import csv, statistics, sys
+python3 - "$results" "$out/origin-wait.txt" <<'EOF'
+import csv, os, re, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 by = {}
 for r in rows:
@@ -398,6 +419,12 @@ if single is not None and any((t, "cold-hot") in by for t in targets):
         if cold is None or hot is None:
             continue
         print("%-15s cold %.2f ms, hot %.2f ms: the cold object added %.2f ms" % (t, cold, hot, cold - hot))
+    waits = []
+    if os.path.exists(sys.argv[2]):
+        waits = [float(m) for m in re.findall(r"in ([0-9.]+) ms", open(sys.argv[2]).read())]
+    if waits:
+        print("the origin answered edgecache's one request in %.2f ms (median of %d; %s)" % (
+            statistics.median(waits), len(waits), ", ".join("%.2f" % w for w in waits)))
 EOF
 echo
 echo "raw results: $results"
