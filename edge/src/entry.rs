@@ -16,7 +16,8 @@ use crate::stored_headers::StoredHeaders;
 /// Cache tags set by the origin, for purge by tag.
 pub const SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
 pub const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
-static TAG_HEADERS: [HeaderName; 2] = [SURROGATE_KEY, CACHE_TAG];
+/// The same names with a `'static` address, for iterators that outlive a call.
+static TAG_NAMES: [HeaderName; 2] = [SURROGATE_KEY, CACHE_TAG];
 
 /// A response held by the cache.
 ///
@@ -133,8 +134,10 @@ impl CachedResponse {
     /// Surrogate keys (`Surrogate-Key` / `Cache-Tag`, space- or comma-separated), for
     /// purge by tag. Read from the stored fields, so they cost no memory of their own.
     pub fn tags(&self) -> impl Iterator<Item = &str> {
+        let [surrogate_key, cache_tag] = &TAG_NAMES;
         self.headers
-            .texts(&TAG_HEADERS)
+            .texts(surrogate_key)
+            .chain(self.headers.texts(cache_tag))
             .flat_map(|v| v.split([' ', ',']))
             .filter(|t| !t.is_empty())
     }

@@ -214,12 +214,11 @@ impl StoredHeaders {
         self.iter().filter(Field::is_hidden).map(|f| f.value)
     }
 
-    /// The text of every value of the names in `names` (values that are not UTF-8 are
-    /// skipped).
-    pub fn texts<'a>(&'a self, names: &'a [HeaderName]) -> impl Iterator<Item = &'a str> {
-        let codes: Vec<Name<'_>> = names.iter().map(|n| name_matcher(n.as_str())).collect();
+    /// The text of every value of `name` (values that are not UTF-8 are skipped).
+    pub fn texts<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a str> {
+        let wanted = name_matcher(name.as_str());
         self.iter()
-            .filter(move |f| codes.iter().any(|c| f.name.is(*c)))
+            .filter(move |f| f.name.is(wanted))
             .filter_map(|f| match f.value {
                 Value::Text(t) => std::str::from_utf8(t).ok(),
                 Value::Date(_) => None,
