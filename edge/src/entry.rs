@@ -11,7 +11,7 @@ use http::{HeaderMap, StatusCode};
 
 use crate::cache_control::{CacheControl, EDGECACHE_CACHE_CONTROL};
 use crate::policy::{Freshness, PolicyConfig, UnixMs};
-use crate::stored_headers::StoredHeaders;
+use crate::stored_head::StoredHead;
 
 /// Cache tags set by the origin, for purge by tag.
 pub const SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
@@ -26,12 +26,12 @@ static TAG_NAMES: [HeaderName; 2] = [SURROGATE_KEY, CACHE_TAG];
 /// fields, `Vary` values behind a thin optional box.
 #[derive(Debug, Clone)]
 pub struct CachedResponse {
-    pub status: StatusCode,
-    /// Headers as sent to clients (no hop-by-hop fields, no `Age`), and the
+    /// The status code; the headers as sent to clients (no hop-by-hop fields, no `Age`),
+    /// and the
     /// `Edgecache-Cache-Control` lines, kept to recompute freshness when a 304 updates the
     /// entry but never sent to clients (`CDN-Cache-Control` travels on, for CDNs
     /// downstream).
-    pub headers: StoredHeaders,
+    pub headers: StoredHead,
     pub body: Bytes,
     pub freshness: Freshness,
     /// The request header values the response varies on, as the request sent them (a
@@ -96,8 +96,7 @@ impl CachedResponse {
     ) -> Self {
         let fields = stored_fields(headers);
         Self {
-            status,
-            headers: StoredHeaders::from_map(&fields),
+            headers: StoredHead::new(status, &fields),
             body: Bytes::new(),
             freshness: freshness_of(status, headers, request_time, response_time, policy),
             vary: boxed_vary(capture_vary(headers, request_headers)),
@@ -108,15 +107,13 @@ impl CachedResponse {
 
     /// An entry from its parts, as the disk tier's index records them.
     pub(crate) fn from_parts(
-        status: StatusCode,
-        headers: StoredHeaders,
+        headers: StoredHead,
         freshness: Freshness,
         vary: Vec<(HeaderName, Option<String>)>,
         stored_at: UnixMs,
         disk: Option<Box<DiskRef>>,
     ) -> Self {
         Self {
-            status,
             headers,
             body: Bytes::new(),
             freshness,
@@ -124,6 +121,10 @@ impl CachedResponse {
             stored_at,
             disk,
         }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.headers.status()
     }
 
     /// The request header values the response varies on, as the request sent them.
@@ -187,10 +188,10 @@ impl CachedResponse {
         if let Some(age) = not_modified.get(AGE) {
             merged.insert(AGE, age.clone());
         }
+        let status = self.status();
         Self {
-            status: self.status,
-            freshness: freshness_of(self.status, &merged, request_time, response_time, policy),
-            headers: StoredHeaders::from_map(&stored_fields(&merged)),
+            freshness: freshness_of(status, &merged, request_time, response_time, policy),
+            headers: StoredHead::new(status, &stored_fields(&merged)),
             body: self.body.clone(),
             vary: self.vary.clone(),
             stored_at: response_time.into(),
@@ -414,7 +415,7 @@ mod tests {
     }
 
     #[test]
-    fn stored_headers_drop_hop_by_hop_age_and_targeted() {
+    fn stored_head_drop_hop_by_hop_age_and_targeted() {
         let e = entry(
             &h(&[
                 ("connection", "x-secret"),

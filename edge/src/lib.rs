@@ -6,7 +6,7 @@
 //! - [`fetch`]: the origin fetch behind a miss or revalidation; stores responses.
 //! - [`coalesce`]: one origin fetch per key, its body streamed to every waiter.
 //! - [`policy`], [`cache_control`]: storability, freshness, age, directives.
-//! - [`key`]: cache keys. [`entry`]: stored responses ([`stored_headers`]: their fields in
+//! - [`key`]: cache keys. [`entry`]: stored responses ([`stored_head`]: status and fields in
 //!   one buffer). [`memory`]: the moka tier.
 //! - [`respond`]: conditionals, ranges and full responses from stored entries.
 //! - [`cache_status`]: RFC 9211 `Cache-Status`. [`metrics`], [`admin`]: observability.
@@ -34,7 +34,7 @@ pub mod purge_sync;
 pub mod reload;
 pub mod respond;
 pub mod server;
-pub mod stored_headers;
+pub mod stored_head;
 pub mod sweep;
 pub mod upstream;
 

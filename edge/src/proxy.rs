@@ -218,7 +218,7 @@ impl Edge {
         self.record_fetch(resp.status(), started);
         let now = SystemTime::now();
         if let Some(entry) = &stale
-            && resp.status() == entry.status
+            && resp.status() == entry.status()
             && head_matches(resp.headers(), entry)
         {
             let refreshed =

@@ -152,7 +152,7 @@ fn answer(
     // Built once per response: it answers the conditionals and then becomes the response's.
     let mut headers = entry.headers.to_map(3);
     headers.insert(CONTENT_LENGTH, HeaderValue::from(entry.body_len()));
-    if entry.status.is_success() {
+    if entry.status().is_success() {
         match evaluate_preconditions(req, &headers, entry.stored_at.into()) {
             Precondition::NotModified => {
                 return not_modified(&headers, age, cache_status);
@@ -163,7 +163,7 @@ fn answer(
             Precondition::Proceed => {}
         }
     }
-    if entry.status == StatusCode::OK
+    if entry.status() == StatusCode::OK
         && method == Method::GET
         && let Some(range) = req.get(RANGE).and_then(|v| v.to_str().ok())
         && if_range_allows(req, &headers)
@@ -178,7 +178,7 @@ fn answer(
         None => Body::from(body_of(entry)),
     };
     let mut resp = Response::new(body);
-    *resp.status_mut() = entry.status;
+    *resp.status_mut() = entry.status();
     *resp.headers_mut() = headers;
     stamp(resp.headers_mut(), age, cache_status);
     resp

@@ -42,7 +42,7 @@ impl Record {
     pub fn from_entry(e: &CachedResponse, file: u64, len: u64, crcs: &[u32]) -> Self {
         let f = &e.freshness;
         Self {
-            status: e.status.as_u16(),
+            status: e.status().as_u16(),
             headers: e
                 .headers
                 .iter()
@@ -107,8 +107,7 @@ impl Record {
             .collect::<Result<Vec<_>, _>>()?;
         let f = self.freshness;
         Ok(CachedResponse::from_parts(
-            status,
-            crate::stored_headers::StoredHeaders::from_map(&headers),
+            crate::stored_head::StoredHead::new(status, &headers),
             Freshness {
                 lifetime: secs32(f.lifetime),
                 stale_while_revalidate: secs32(f.stale_while_revalidate),

@@ -1,5 +1,5 @@
-//! Response header fields as the cache keeps them: every field, in order, names and values
-//! back to back in one buffer.
+//! A response head as the cache keeps it: the status code, then every field, in order,
+//! names and values back to back, all in one buffer.
 //!
 //! An `http::HeaderMap` costs about 110 bytes per field before its text (hash index,
 //! links, a 32-byte handle per name and per value); for the seven or so fields of a typical
@@ -8,7 +8,8 @@
 //! into one new buffer the map's values are slices of, and the common names are stored as
 //! one byte naming a constant, so they cost no parsing.
 //!
-//! Layout, per field: the name as a one-byte code from [`NAMES`] (or 0, a length byte
+//! Layout: the status code (u16, big-endian; kept here, the entry's struct has no room
+//! for it without growing by 8 bytes), then per field: the name as a one-byte code from [`NAMES`] (or 0, a length byte
 //! and the lowercase name), then the value:
 //!
 //! - `0x00..=0x7F`: a length of 0–127, then the value;
@@ -20,12 +21,13 @@
 //!   same 29 bytes come back.
 //!
 //! `Edgecache-Cache-Control` lines are kept with the other fields, in one buffer, but
-//! [`StoredHeaders::to_map`] leaves them out: they are for this cache, not its clients.
+//! [`StoredHead::to_map`] leaves them out: they are for this cache, not its clients.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Names stored as their index + 1: the fields static assets and their CDNs carry.
@@ -61,6 +63,9 @@ static NAMES: [HeaderName; 25] = [
 /// never sent to clients.
 const HIDDEN: u8 = NAMES.len() as u8;
 
+/// Bytes of the status code at the start of the buffer.
+const STATUS_LEN: usize = 2;
+
 /// Value tags, as the module's docs describe.
 const LEN_TWO_BYTES: u8 = 0x80;
 const LEN_U32: u8 = 0xC0;
@@ -68,8 +73,8 @@ const DATE: u8 = 0xC1;
 /// Length of an IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
 const IMF_FIXDATE_LEN: usize = 29;
 
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct StoredHeaders {
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredHead {
     /// The fields as the module's docs describe. A box, not `Bytes`: a shared `Bytes`
     /// would add a 24-byte reference count to every entry the first time it is served.
     buf: Box<[u8]>,
@@ -113,16 +118,17 @@ fn write_date(secs: u32, out: &mut Vec<u8>) {
     let _ = write!(out, "{}", httpdate::HttpDate::from(at));
 }
 
-impl StoredHeaders {
+impl StoredHead {
     /// Copies the fields of `map`, in its order (values of one name stay together, as
     /// `HeaderMap` iterates them).
-    pub fn from_map(map: &HeaderMap) -> Self {
+    pub fn new(status: StatusCode, map: &HeaderMap) -> Self {
         // Room for every name spelled out; the buffer is cut to its length at the end.
         let room: usize = map
             .iter()
             .map(|(n, v)| 2 + n.as_str().len() + 5 + v.len())
             .sum();
-        let mut buf = Vec::with_capacity(room);
+        let mut buf = Vec::with_capacity(STATUS_LEN + room);
+        buf.extend_from_slice(&status.as_u16().to_be_bytes());
         for (name, value) in map {
             // A name longer than 255 bytes or a value over 4 GiB is not stored; hyper
             // refuses such responses long before.
@@ -170,16 +176,23 @@ impl StoredHeaders {
     pub fn iter(&self) -> Fields<'_> {
         Fields {
             buf: &self.buf,
-            at: 0,
+            at: STATUS_LEN,
         }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        // Always there: `new` writes a valid code first.
+        let code = u16::from_be_bytes([self.buf[0], self.buf[1]]);
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     pub fn len(&self) -> usize {
         self.iter().count()
     }
 
+    /// True when there are no fields.
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.buf.len() <= STATUS_LEN
     }
 
     /// The first value of `name`. A common name is compared by its code, so a lookup on
@@ -257,8 +270,9 @@ impl StoredHeaders {
     }
 }
 
-impl fmt::Debug for StoredHeaders {
+impl fmt::Debug for StoredHead {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ", self.status())?;
         f.debug_map()
             .entries(self.iter().map(|field| {
                 (
@@ -427,7 +441,7 @@ mod tests {
     #[test]
     fn every_field_comes_back_in_order() {
         let map = sample();
-        let stored = StoredHeaders::from_map(&map);
+        let stored = StoredHead::new(StatusCode::OK, &map);
         assert_eq!(stored.len(), 6);
         assert_eq!(stored.to_map(0), map);
         let order: Vec<_> = stored.iter().map(|f| f.name_str().to_owned()).collect();
@@ -444,7 +458,7 @@ mod tests {
 
     #[test]
     fn lookups_find_the_first_value() {
-        let stored = StoredHeaders::from_map(&sample());
+        let stored = StoredHead::new(StatusCode::OK, &sample());
         assert_eq!(stored.get("set-cookie").unwrap(), "a=1");
         assert_eq!(stored.get(&http::header::ETAG).unwrap(), "\"v1\"");
         assert!(stored.get(&http::header::LAST_MODIFIED).is_none());
@@ -455,13 +469,16 @@ mod tests {
     #[test]
     fn common_names_cost_one_byte_and_others_their_text() {
         let map = sample();
-        let stored = StoredHeaders::from_map(&map);
+        let stored = StoredHead::new(StatusCode::OK, &map);
         let values: usize = map.iter().map(|(_, v)| 1 + v.len()).sum();
         // content-type, set-cookie ×2, etag: a code each; x-empty and x-bytes spelled out.
         let names = 4 + (2 + "x-empty".len()) + (2 + "x-bytes".len());
-        assert_eq!(stored.heap_size(), values + names);
-        assert!(StoredHeaders::default().is_empty());
-        assert_eq!(StoredHeaders::default().len(), 0);
+        assert_eq!(stored.heap_size(), 2 + values + names);
+        let empty = StoredHead::new(StatusCode::NO_CONTENT, &HeaderMap::new());
+        assert!(empty.is_empty());
+        assert_eq!(empty.len(), 0);
+        assert_eq!(empty.status(), StatusCode::NO_CONTENT);
+        assert_eq!(stored.status(), StatusCode::OK);
     }
 
     #[test]
@@ -470,7 +487,7 @@ mod tests {
         let long = "a".repeat(70_000);
         map.insert("x-long", HeaderValue::from_str(&long).unwrap());
         map.insert("etag", HeaderValue::from_static("\"e\""));
-        let stored = StoredHeaders::from_map(&map);
+        let stored = StoredHead::new(StatusCode::OK, &map);
         assert_eq!(stored.to_map(0), map);
         assert_eq!(stored.get("x-long").unwrap().len(), 70_000);
     }
@@ -481,8 +498,8 @@ mod tests {
         for name in &NAMES {
             map.append(name.clone(), HeaderValue::from_static("v"));
         }
-        let stored = StoredHeaders::from_map(&map);
-        assert_eq!(stored.heap_size(), NAMES.len() * 3);
+        let stored = StoredHead::new(StatusCode::OK, &map);
+        assert_eq!(stored.heap_size(), 2 + NAMES.len() * 3);
         assert_eq!(stored.to_map_with_hidden(0), map);
         map.remove(crate::cache_control::EDGECACHE_CACHE_CONTROL);
         assert_eq!(stored.to_map(0), map);
@@ -494,14 +511,14 @@ mod tests {
             let mut map = HeaderMap::new();
             map.insert("x-v", HeaderValue::from_str(&"v".repeat(len)).unwrap());
             map.insert("etag", HeaderValue::from_static("\"e\""));
-            let stored = StoredHeaders::from_map(&map);
+            let stored = StoredHead::new(StatusCode::OK, &map);
             assert_eq!(stored.to_map(0), map, "length {len}");
             let tag = match len {
                 0..128 => 1,
                 128..16_384 => 2,
                 _ => 5,
             };
-            assert_eq!(stored.heap_size(), (2 + 3) + tag + len + (1 + 1 + 3));
+            assert_eq!(stored.heap_size(), 2 + (2 + 3) + tag + len + (1 + 1 + 3));
         }
     }
 
@@ -520,8 +537,8 @@ mod tests {
             "expires",
             HeaderValue::from_static("Sun, 07 Feb 2106 06:28:15 GMT"),
         );
-        let stored = StoredHeaders::from_map(&map);
-        assert_eq!(stored.heap_size(), 3 * (1 + 5));
+        let stored = StoredHead::new(StatusCode::OK, &map);
+        assert_eq!(stored.heap_size(), 2 + 3 * (1 + 5));
         assert_eq!(stored.to_map(0), map);
         assert_eq!(stored.get("date").unwrap(), "Sun, 06 Nov 1994 08:49:37 GMT");
         let first = stored.iter().next().unwrap();
@@ -542,9 +559,9 @@ mod tests {
         ] {
             let mut map = HeaderMap::new();
             map.insert("last-modified", HeaderValue::from_static(text));
-            let stored = StoredHeaders::from_map(&map);
+            let stored = StoredHead::new(StatusCode::OK, &map);
             assert_eq!(stored.to_map(0), map, "{text}");
-            assert_eq!(stored.heap_size(), 1 + 1 + text.len(), "{text}");
+            assert_eq!(stored.heap_size(), 2 + 1 + 1 + text.len(), "{text}");
         }
     }
 }
