@@ -38,7 +38,7 @@ impl KeyRules {
 ///
 /// Only the text is kept (16 bytes and the text, for every cached object): the path
 /// starts at the first `/` after `://`, which the host cannot contain (see
-/// [`normalise_host`]).
+/// [`push_host`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CacheKey {
     text: Box<str>,
@@ -48,12 +48,16 @@ impl CacheKey {
     /// Builds the key of a request for `uri` arriving with `host` (the `Host` header, or the
     /// URI's authority for absolute-form requests).
     pub fn new(scheme: &str, host: &str, uri: &Uri, rules: &KeyRules) -> Self {
-        let host = normalise_host(scheme, host);
         let path = uri.path();
-        let mut text = String::with_capacity(scheme.len() + 3 + host.len() + path.len() + 16);
+        // Exact unless the host is percent-encoded or query parameters are dropped: the
+        // text becomes a `Box<str>`, which reallocates when there is spare room.
+        let host = without_default_port(scheme, host);
+        let query = uri.query().map_or(0, |q| q.len() + 1);
+        let mut text =
+            String::with_capacity(scheme.len() + 3 + host.len() + path.len().max(1) + query);
         text.push_str(scheme);
         text.push_str("://");
-        text.push_str(&host);
+        push_host(&mut text, host);
         text.push_str(if path.is_empty() { "/" } else { path });
         if let Some(query) = uri.query() {
             push_query(&mut text, query, rules);
@@ -121,18 +125,21 @@ fn path_start(text: &str) -> Option<usize> {
     Some(after_scheme + text[after_scheme..].find('/')?)
 }
 
-/// Lower-cases the host and drops the scheme's default port. Bytes a host cannot contain
-/// (`/`, `?`, `#`, `%`, controls, spaces, non-ASCII: a `Host` header is not checked by the
-/// HTTP parser) are percent-encoded, so `Host: a/b` with path `/x` can never share a key
-/// with `Host: a` and path `/b/x`.
-fn normalise_host(scheme: &str, host: &str) -> String {
+/// The host without surrounding whitespace and without the scheme's default port.
+fn without_default_port<'a>(scheme: &str, host: &'a str) -> &'a str {
     let host = host.trim();
     let default_port = match scheme {
         "https" => ":443",
         _ => ":80",
     };
-    let host = host.strip_suffix(default_port).unwrap_or(host);
-    let mut out = String::with_capacity(host.len());
+    host.strip_suffix(default_port).unwrap_or(host)
+}
+
+/// Appends the host lower-cased. Bytes a host cannot contain (`/`, `?`, `#`, `%`,
+/// controls, spaces, non-ASCII: a `Host` header is not checked by the HTTP parser) are
+/// percent-encoded, so `Host: a/b` with path `/x` can never share a key with `Host: a`
+/// and path `/b/x`.
+fn push_host(out: &mut String, host: &str) {
     for b in host.bytes() {
         if b.is_ascii_graphic() && !matches!(b, b'/' | b'?' | b'#' | b'%') {
             out.push(char::from(b.to_ascii_lowercase()));
@@ -140,7 +147,6 @@ fn normalise_host(scheme: &str, host: &str) -> String {
             let _ = write!(out, "%{b:02X}");
         }
     }
-    out
 }
 
 fn param_name(p: &str) -> &str {
