@@ -21,13 +21,13 @@ static TAG_NAMES: [HeaderName; 2] = [SURROGATE_KEY, CACHE_TAG];
 
 /// A response held by the cache.
 ///
-/// Every cached object pays for this struct, so it is kept small: times in milliseconds,
-/// seconds as `u32`, `Edgecache-Cache-Control` and surrogate keys read from the stored
-/// fields, `Vary` values behind a thin optional box.
+/// Every cached object pays for this struct, so it is kept small: the status code in the
+/// stored head, times in milliseconds, seconds as `u32`, `Edgecache-Cache-Control` and
+/// surrogate keys read from the stored fields, `Vary` values behind a thin optional box.
 #[derive(Debug, Clone)]
 pub struct CachedResponse {
-    /// The status code; the headers as sent to clients (no hop-by-hop fields, no `Age`),
-    /// and the
+    /// The status code and the header fields: those sent to clients (no hop-by-hop
+    /// fields, no `Age`, no `Content-Length`: it is the body's length), and the
     /// `Edgecache-Cache-Control` lines, kept to recompute freshness when a 304 updates the
     /// entry but never sent to clients (`CDN-Cache-Control` travels on, for CDNs
     /// downstream).
