@@ -339,6 +339,7 @@ origin_fetch_ms() {
 
 if [ "$cold" = 1 ]; then
     echo "== cold miss: 1000 requests, 200 connections, one cold 1 KiB object per round"
+    : > "$out/origin-wait.txt"
     # The origin's own response time for such an object: one request at a time, and under
     # the same 1,000 requests over 200 new connections (what connection setup alone costs).
     measure origin-direct single 1 "$origin/cold-origin-1.3f9c2a1b.bin" -n 200 -c 1

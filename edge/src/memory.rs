@@ -111,23 +111,20 @@ impl MemoryTier {
             return false;
         }
         self.cache.entry(key.clone()).and_compute_with(|existing| {
-            let others: Vec<Arc<CachedResponse>> = existing.map_or_else(Vec::new, |existing| {
-                existing
-                    .value()
-                    .entries()
-                    .iter()
-                    .filter(|e| e.vary() != entry.vary())
-                    .take(MAX_VARIANTS - 1)
-                    .cloned()
-                    .collect()
-            });
-            if others.is_empty() {
-                return Op::Put(Variants::One(entry.clone()));
+            let mut entries = vec![entry.clone()];
+            if let Some(existing) = existing {
+                entries.extend(
+                    existing
+                        .value()
+                        .entries()
+                        .iter()
+                        .filter(|e| e.vary() != entry.vary())
+                        .take(MAX_VARIANTS - 1)
+                        .cloned(),
+                );
             }
-            let mut entries = Vec::with_capacity(1 + others.len());
-            entries.push(entry.clone());
-            entries.extend(others);
-            Op::Put(Variants::Many(Arc::new(entries)))
+            // Never empty: it holds `entry`.
+            Variants::from_vec(entries).map_or(Op::Nop, Op::Put)
         });
         true
     }

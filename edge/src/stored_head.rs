@@ -9,8 +9,8 @@
 //! one byte naming a constant, so they cost no parsing.
 //!
 //! Layout: the status code (u16, big-endian; kept here, the entry's struct has no room
-//! for it without growing by 8 bytes), then per field: the name as a one-byte code from [`NAMES`] (or 0, a length byte
-//! and the lowercase name), then the value:
+//! for it without growing by 8 bytes), then per field: the name as a one-byte code from
+//! [`NAMES`] (or 0, a length byte and the lowercase name), then the value:
 //!
 //! - `0x00..=0x7F`: a length of 0–127, then the value;
 //! - `0x80..=0xBF`: with the next byte, a 14-bit length, then the value;
@@ -200,9 +200,7 @@ impl StoredHead {
     pub fn get(&self, name: impl AsRef<str>) -> Option<HeaderValue> {
         let wanted = name_matcher(name.as_ref());
         let field = self.iter().find(|f| f.name.is(wanted))?;
-        let mut value = Vec::with_capacity(field.value.len());
-        field.value.write_to(&mut value);
-        HeaderValue::from_maybe_shared(Bytes::from(value)).ok()
+        HeaderValue::from_maybe_shared(Bytes::from(field.value.to_vec())).ok()
     }
 
     pub fn contains_key(&self, name: impl AsRef<str>) -> bool {
