@@ -432,3 +432,83 @@ async fn a_directory_in_use_by_a_running_edge_is_left_alone() {
     get_hit(&running, "/big.bin", "disk", &body).await;
     assert_eq!(origin.hits(), 1);
 }
+
+/// POSTs `purge` (JSON) to the edge's own purge endpoint.
+async fn purge_on(edge: &TestEdge, purge: &str) {
+    let r = support::client()
+        .post(edge.admin_url("/purge"))
+        .header("content-type", "application/json")
+        .body(purge.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+/// GETs `path` and returns its cache status and body.
+async fn status_and_body(edge: &TestEdge, path: &str) -> (String, Vec<u8>) {
+    let r = get(edge, path, &[]).await;
+    assert_eq!(r.status(), 200);
+    let status = header(&r, "cache-status").to_owned();
+    (status, r.bytes().await.unwrap().to_vec())
+}
+
+/// A disk-only entry read once (so its record is known to the edge) and then changed, by a
+/// hard purge and a new copy or by a soft purge and a 304, is served as it is now.
+#[tokio::test]
+async fn a_disk_only_entry_is_served_as_last_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 256 * KIB;
+    // Hit n of the origin answers version n; a conditional request gets a 304.
+    let origin = TestOrigin::start(move |seen, n| {
+        let headers = [("cache-control", "max-age=3600"), ("etag", "\"v1\"")];
+        if seen.headers.contains_key("if-none-match") {
+            resp(304, &headers, Vec::new())
+        } else {
+            resp(200, &headers, pattern(size, n))
+        }
+    })
+    .await;
+    let edge = disk_edge(&origin.url(), dir.path(), |cfg| {
+        cfg.memory.max_object_size = ByteSize(64 << 10);
+    })
+    .await;
+
+    get_miss(&edge, "/big.bin", &pattern(size, 0)).await;
+    wait_for_disk_entries(&edge, 1).await;
+    get_hit(&edge, "/big.bin", "disk", &pattern(size, 0)).await;
+
+    // Hard purge: the next request fetches version 1, and once that is on disk it is what
+    // a hit serves, without another origin request.
+    purge_on(&edge, r#"{"urls":["/big.bin"]}"#).await;
+    let (status, body) = status_and_body(&edge, "/big.bin").await;
+    assert_eq!(status, MISS_STORED);
+    assert!(
+        body == pattern(size, 1),
+        "the miss after the purge served old bytes"
+    );
+    wait_for(&edge, "the new copy on disk", |s| {
+        s["disk"]["write_bytes"] == 2 * size as u64
+    })
+    .await;
+    get_hit(&edge, "/big.bin", "disk", &pattern(size, 1)).await;
+    get_hit(&edge, "/big.bin", "disk", &pattern(size, 1)).await;
+    assert_eq!(origin.hits(), 2);
+
+    // Soft purge: one revalidation (a 304), after which hits are fresh again.
+    purge_on(&edge, r#"{"urls":["/big.bin"],"soft":true}"#).await;
+    let (status, body) = status_and_body(&edge, "/big.bin").await;
+    assert!(status.contains("fwd=stale"), "{status}");
+    assert!(body == pattern(size, 1));
+    assert_eq!(origin.hits(), 3);
+    let seen = origin.seen();
+    assert!(seen[2].headers.contains_key("if-none-match"), "{seen:?}");
+    for _ in 0..3 {
+        get_hit(&edge, "/big.bin", "disk", &pattern(size, 1)).await;
+    }
+    assert_eq!(
+        origin.hits(),
+        3,
+        "the refreshed record was not what later hits read"
+    );
+}

@@ -8,6 +8,7 @@
 //! - `bodies/xx/<id>`: body files; `tmp/`: bodies being written.
 
 pub mod body;
+mod heads;
 pub mod meta;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use crate::entry::{CachedResponse, DiskRef};
 use crate::error::EdgeError;
 use crate::key::CacheKey;
 use body::{BodyWriter, ReadError};
+use heads::Heads;
 use meta::Record;
 
 const FORMAT: &str = "edgecache-disk 1\n";
@@ -68,6 +70,8 @@ struct Inner {
     /// were then. A file read back unchanged is not checksummed again: the page cache
     /// serves what was verified, and any change to the file changes its stamp.
     verified: Cache<u64, body::Stamp>,
+    /// Decoded records of recently looked-up keys.
+    heads: Arc<Heads>,
     /// Reads so far; one in [`RECHECK_EVERY`] is verified even when trusted, so damage
     /// under an unchanged file (bit rot after the page cache let go) is still found.
     reads: AtomicU64,
@@ -139,11 +143,13 @@ impl DiskTier {
         let records = tree("records")?;
         let sizes = tree("sizes")?;
         let counters = Arc::new(Counters::default());
+        let heads = Arc::new(Heads::default());
         let policy = {
             let records = records.clone();
             let sizes = sizes.clone();
             let dir = dir.to_path_buf();
             let counters = counters.clone();
+            let heads = heads.clone();
             Cache::builder()
                 .max_capacity(capacity)
                 .weigher(|_: &Arc<[u8]>, slot: &Slot| slot.weight)
@@ -161,7 +167,7 @@ impl DiskTier {
                             if cause == RemovalCause::Size {
                                 counters.evictions.fetch_add(1, Ordering::Relaxed);
                             }
-                            remove_record(&records, &sizes, &key, slot.file);
+                            remove_record(&records, &sizes, &heads, &key, slot.file);
                             remove_file(&dir, slot.file);
                         }
                     }
@@ -180,6 +186,7 @@ impl DiskTier {
                 loaded: AtomicBool::new(false),
                 _lock: lock,
                 verified: Cache::new(1 << 20),
+                heads,
                 reads: AtomicU64::new(0),
             }),
         };
@@ -289,34 +296,50 @@ impl DiskTier {
     /// Finds the stored variant of `key` matching `request_headers`. The body stays on
     /// disk: read it with [`Self::read_all`] or [`Self::stream`].
     pub fn lookup(&self, key: &CacheKey, request_headers: &HeaderMap) -> DiskLookup {
-        let mut any = false;
+        let heads = &self.inner.heads;
+        let variants = match heads.get(key.as_str()) {
+            Some(variants) => variants,
+            None => {
+                let generation = heads.generation();
+                let variants = self.read_variants(key);
+                heads.keep(key.as_str(), variants.clone(), generation);
+                variants
+            }
+        };
+        let Some(entry) = variants.iter().find(|e| e.matches(request_headers)) else {
+            return if variants.is_empty() {
+                DiskLookup::Miss
+            } else {
+                DiskLookup::VaryMiss
+            };
+        };
+        if let Some(d) = &entry.disk {
+            self.touch(&d.record, entry);
+        }
+        DiskLookup::Found(entry.clone())
+    }
+
+    /// Every readable record of `key` from the index; unreadable ones are dropped.
+    fn read_variants(&self, key: &CacheKey) -> heads::Variants {
+        let mut out = Vec::new();
         for item in self.inner.records.scan_prefix(Self::prefix(key)) {
             let Ok((rkey, value)) = item else { continue };
             let rkey: Arc<[u8]> = Arc::from(&rkey[..]);
-            let entry = serde_json::from_slice::<Record>(&value)
+            match serde_json::from_slice::<Record>(&value)
                 .map_err(|e| e.to_string())
-                .and_then(|r| r.into_entry(rkey.clone()));
-            let entry = match entry {
-                Ok(e) => e,
+                .and_then(|r| r.into_entry(rkey.clone()))
+            {
+                Ok(entry) => out.push(Arc::new(entry)),
                 Err(e) => {
                     warn!(key = %key, error = %e, "unreadable disk record dropped");
                     self.inner.counters.corrupt.fetch_add(1, Ordering::Relaxed);
                     let _ = self.inner.records.remove(&rkey);
                     let _ = self.inner.sizes.remove(&rkey);
-                    continue;
+                    self.inner.heads.changed(&rkey);
                 }
-            };
-            any = true;
-            if entry.matches(request_headers) {
-                self.touch(&rkey, &entry);
-                return DiskLookup::Found(Arc::new(entry));
             }
         }
-        if any {
-            DiskLookup::VaryMiss
-        } else {
-            DiskLookup::Miss
-        }
+        out.into()
     }
 
     /// Records a use with the policy (inserting records the start-up scan has not reached).
@@ -383,6 +406,7 @@ impl DiskTier {
             .sizes
             .insert(&rkey[..], &encode_slot(slot_of(body.id, body.len))[..])
             .map_err(std::io::Error::other)?;
+        self.inner.heads.changed(&rkey);
         // A crash now still leaves the whole object or none: sled's log is synced here.
         if durable {
             self.inner.db.flush().map_err(std::io::Error::other)?;
@@ -453,6 +477,7 @@ impl DiskTier {
             .records
             .insert(&d.record[..], json)
             .map_err(std::io::Error::other)?;
+        self.inner.heads.changed(&d.record);
         Ok(())
     }
 
@@ -609,7 +634,13 @@ impl DiskTier {
 
     fn drop_record(&self, rkey: &Arc<[u8]>, file: u64) {
         self.inner.verified.invalidate(&file);
-        remove_record(&self.inner.records, &self.inner.sizes, rkey, file);
+        remove_record(
+            &self.inner.records,
+            &self.inner.sizes,
+            &self.inner.heads,
+            rkey,
+            file,
+        );
         remove_file(&self.inner.dir, file);
         if self.inner.policy.get(rkey).is_some_and(|s| s.file == file) {
             self.inner.policy.invalidate(rkey);
@@ -678,6 +709,7 @@ impl DiskTier {
                 self.drop_record(&rkey, slot.file);
             } else {
                 let _ = self.inner.records.remove(&rkey[..]);
+                self.inner.heads.changed(&rkey);
             }
         }
     }
@@ -724,17 +756,18 @@ fn decode_slot(bytes: &[u8]) -> Option<Slot> {
     Some(Slot { file, weight })
 }
 
-/// Removes a record, but only while it still names `file`.
 /// True when the index record `rkey` names body `file`.
 fn record_names(sizes: &sled::Tree, rkey: &[u8], file: u64) -> bool {
     let current = sizes.get(rkey).ok().flatten();
     current.as_deref().and_then(decode_slot).map(|s| s.file) == Some(file)
 }
 
-fn remove_record(records: &sled::Tree, sizes: &sled::Tree, rkey: &[u8], file: u64) {
+/// Removes a record, but only while it still names `file`.
+fn remove_record(records: &sled::Tree, sizes: &sled::Tree, heads: &Heads, rkey: &[u8], file: u64) {
     if record_names(sizes, rkey, file) {
         let _ = sizes.remove(rkey);
         let _ = records.remove(rkey);
+        heads.changed(rkey);
     }
 }
 
