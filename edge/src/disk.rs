@@ -547,10 +547,13 @@ impl DiskTier {
         start: u64,
         end: u64,
     ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+        use std::io::{Read, Seek};
         let tier = self.clone();
         let first = start / body::BLOCK;
+        // Blocks are read in order from `start` on, so one seek places them all.
+        let mut file = file;
+        let mut positioned = false;
         futures_util::stream::unfold(Some(first), move |next| {
-            let tier = tier.clone();
             let out = next.and_then(|index| {
                 let block_start = index * body::BLOCK;
                 if block_start > end {
@@ -558,18 +561,30 @@ impl DiskTier {
                 }
                 let from = start.max(block_start);
                 let to = end.min(block_start + body::BLOCK - 1);
-                let mut buf = vec![0u8; usize::try_from(to - from + 1).unwrap_or(0)];
-                use std::os::unix::fs::FileExt;
-                let item = match file.read_exact_at(&mut buf, from) {
-                    Ok(()) => {
-                        tier.inner
-                            .counters
-                            .read_bytes
-                            .fetch_add(buf.len() as u64, Ordering::Relaxed);
-                        Ok(Bytes::from(buf))
+                let want = usize::try_from(to - from + 1).unwrap_or(0);
+                let mut read = |f: &mut std::fs::File| -> std::io::Result<Bytes> {
+                    if !positioned {
+                        f.seek(std::io::SeekFrom::Start(from))?;
+                        positioned = true;
                     }
-                    Err(e) => Err(e),
+                    // `read_to_end` fills the spare capacity without zeroing it first.
+                    let mut buf = Vec::with_capacity(want);
+                    f.take(want as u64).read_to_end(&mut buf)?;
+                    if buf.len() != want {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "body file shorter than its record",
+                        ));
+                    }
+                    Ok(Bytes::from(buf))
                 };
+                let item = read(&mut file);
+                if let Ok(b) = &item {
+                    tier.inner
+                        .counters
+                        .read_bytes
+                        .fetch_add(b.len() as u64, Ordering::Relaxed);
+                }
                 let more = item.is_ok().then_some(index + 1);
                 Some((item, more))
             });
