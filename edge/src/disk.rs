@@ -547,12 +547,8 @@ impl DiskTier {
         start: u64,
         end: u64,
     ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-        use std::io::{Read, Seek};
         let tier = self.clone();
         let first = start / body::BLOCK;
-        // Blocks are read in order from `start` on, so one seek places them all.
-        let mut file = file;
-        let mut positioned = false;
         futures_util::stream::unfold(Some(first), move |next| {
             let out = next.and_then(|index| {
                 let block_start = index * body::BLOCK;
@@ -562,23 +558,7 @@ impl DiskTier {
                 let from = start.max(block_start);
                 let to = end.min(block_start + body::BLOCK - 1);
                 let want = usize::try_from(to - from + 1).unwrap_or(0);
-                let mut read = |f: &mut std::fs::File| -> std::io::Result<Bytes> {
-                    if !positioned {
-                        f.seek(std::io::SeekFrom::Start(from))?;
-                        positioned = true;
-                    }
-                    // `read_to_end` fills the spare capacity without zeroing it first.
-                    let mut buf = Vec::with_capacity(want);
-                    f.take(want as u64).read_to_end(&mut buf)?;
-                    if buf.len() != want {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "body file shorter than its record",
-                        ));
-                    }
-                    Ok(Bytes::from(buf))
-                };
-                let item = read(&mut file);
+                let item = read_fresh(&file, from, want);
                 if let Ok(b) = &item {
                     tier.inner
                         .counters
@@ -769,6 +749,22 @@ fn decode_slot(bytes: &[u8]) -> Option<Slot> {
     let file = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
     let weight = u32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?);
     Some(Slot { file, weight })
+}
+
+/// Reads `len` bytes at `offset` into a new buffer, which is filled by the reads themselves
+/// (not zeroed first).
+fn read_fresh(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<Bytes> {
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        let at = offset + buf.len() as u64;
+        if rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "body file shorter than its record",
+            ));
+        }
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// True when the index record `rkey` names body `file`.
