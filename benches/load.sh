@@ -410,6 +410,25 @@ if others:
             if e and x:
                 parts.append("%s %.2fx req/s, p99 %.2fx" % (o, e / x, ep / xp if xp else float("nan")))
         print("%-8s %s" % (row, "; ".join(parts)))
+    # Rounds are interleaved so that targets in one round share the machine's state; the
+    # ratio within each round is less moved by drift between rounds than a ratio of medians.
+    print()
+    print("edgecache / other, round by round (req/s ratio; p99 ratio), and their medians")
+    for row in order:
+        if row.startswith("cold") or ("edgecache", row) not in by:
+            continue
+        mine = {r["round"]: r for r in by[("edgecache", row)]}
+        parts = []
+        for o in others:
+            pairs = [(float(mine[r["round"]]["req_s"]) / float(r["req_s"]),
+                      float(mine[r["round"]]["p99_ms"]) / float(r["p99_ms"]))
+                     for r in by.get((o, row), [])
+                     if r["round"] in mine and float(r["req_s"]) > 0 and float(r["p99_ms"]) > 0]
+            if pairs:
+                parts.append("%s %s req/s (median %.2fx), p99 %s (median %.2fx)" % (
+                    o, "/".join("%.2f" % q for q, _ in pairs), statistics.median(q for q, _ in pairs),
+                    "/".join("%.2f" % p for _, p in pairs), statistics.median(p for _, p in pairs)))
+        print("%-8s %s" % (row, "; ".join(parts)))
 single = med("p99_ms", "origin-direct", "single")
 if single is not None and any((t, "cold-hot") in by for t in targets):
     print()
