@@ -477,6 +477,9 @@ async fn a_disk_only_entry_is_served_as_last_stored() {
     get_miss(&edge, "/big.bin", &pattern(size, 0)).await;
     wait_for_disk_entries(&edge, 1).await;
     get_hit(&edge, "/big.bin", "disk", &pattern(size, 0)).await;
+    // The record read by that hit is kept decoded, and counted.
+    let held = stat(&edge.stats().await, "disk", "index_cache_bytes");
+    assert!(held > 0 && held < 4096, "index cache holds {held} bytes");
 
     // Hard purge: the next request fetches version 1, and once that is on disk it is what
     // a hit serves, without another origin request.

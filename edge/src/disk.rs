@@ -96,6 +96,8 @@ pub struct DiskStats {
     pub corrupt_dropped: u64,
     pub read_bytes: u64,
     pub write_bytes: u64,
+    /// Memory held by the decoded records of recently looked-up keys.
+    pub index_cache_bytes: u64,
 }
 
 impl DiskTier {
@@ -728,6 +730,7 @@ impl DiskTier {
             corrupt_dropped: c.corrupt.load(Ordering::Relaxed),
             read_bytes: c.read_bytes.load(Ordering::Relaxed),
             write_bytes: c.write_bytes.load(Ordering::Relaxed),
+            index_cache_bytes: self.inner.heads.weighted_size(),
         }
     }
 }

@@ -284,6 +284,11 @@ impl Collector for DiskCollector {
                 "Responses held by the disk tier",
                 s.entries,
             ),
+            (
+                "edgecache_disk_index_cache_bytes",
+                "Memory held by decoded disk-tier records of recently looked-up keys",
+                s.index_cache_bytes,
+            ),
         ] {
             let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
             g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;

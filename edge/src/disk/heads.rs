@@ -71,6 +71,12 @@ impl Heads {
         }
     }
 
+    /// Bytes held, by the weigher's estimate.
+    pub fn weighted_size(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.weighted_size()
+    }
+
     #[cfg(test)]
     pub fn entry_count(&self) -> u64 {
         self.cache.run_pending_tasks();
