@@ -68,7 +68,9 @@ pub async fn handle(
         (edge.purge_method(&parts), CacheState::Pass)
     } else {
         let asked = Instant::now();
-        let (mut resp, state) = edge.pass(parts.clone(), body, peer).await;
+        // Boxed, as the fetches in `serve` are: the handler's future is moved into a box
+        // on every request, and should be sized for the hit path, not for these.
+        let (mut resp, state) = Box::pin(edge.pass(parts.clone(), body, peer)).await;
         resp.extensions_mut().insert(OriginWait(asked.elapsed()));
         (resp, state)
     };
@@ -165,11 +167,13 @@ impl Edge {
             );
         }
         let asked = Instant::now();
+        // The origin paths are boxed: their futures are large (the HTTP client's), and
+        // unboxed they would size the future of every request, hits included, which is
+        // moved into a box per request.
         let (mut resp, state) = if parts.method == Method::HEAD {
-            self.forward_head(parts, &key, stale, fwd, &req_cc, peer)
-                .await
+            Box::pin(self.forward_head(parts, &key, stale, fwd, &req_cc, peer)).await
         } else {
-            self.fetch(parts, key, stale, fwd, &req_cc, peer).await
+            Box::pin(self.fetch(parts, key, stale, fwd, &req_cc, peer)).await
         };
         resp.extensions_mut().insert(OriginWait(asked.elapsed()));
         (resp, state)

@@ -37,16 +37,19 @@ pub fn evaluate_preconditions(
     received_at: SystemTime,
 ) -> Precondition {
     // Entity tags may carry obs-text: compare them as bytes, never drop them as non-ASCII.
-    let etag = stored
-        .get(ETAG)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()));
-    let etag = etag.as_deref();
+    // Read only when the request has a tag condition (most have none).
+    let etag = || {
+        stored
+            .get(ETAG)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+    };
     if let Some(if_match) = req
         .get(IF_MATCH)
         .map(|v| String::from_utf8_lossy(v.as_bytes()))
     {
         let if_match = if_match.as_ref();
-        let ok = if_match.trim() == "*" || etag.is_some_and(|e| list_contains(if_match, e, true));
+        let ok =
+            if_match.trim() == "*" || etag().is_some_and(|e| list_contains(if_match, &e, true));
         if !ok {
             return Precondition::Failed;
         }
@@ -61,7 +64,7 @@ pub fn evaluate_preconditions(
         .map(|v| String::from_utf8_lossy(v.as_bytes()))
     {
         let inm = inm.as_ref();
-        let matched = inm.trim() == "*" || etag.is_some_and(|e| list_contains(inm, e, false));
+        let matched = inm.trim() == "*" || etag().is_some_and(|e| list_contains(inm, &e, false));
         return if matched {
             Precondition::NotModified
         } else {
