@@ -515,3 +515,99 @@ async fn a_disk_only_entry_is_served_as_last_stored() {
         "the refreshed record was not what later hits read"
     );
 }
+
+/// Descriptors of this process open on `path` (the edge runs in the test's process).
+fn descriptors_on(path: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| {
+            // A removed file's link reads "PATH (deleted)".
+            let target = target.to_string_lossy();
+            target.strip_suffix(" (deleted)").unwrap_or(&target) == path.to_string_lossy()
+        })
+        .count()
+}
+
+/// Disk hits keep their body file open for the next ones. A change made to that file in
+/// place, while it is open, is still found: the damaged bytes are never sent, the entry is
+/// dropped, and the next request fetches a good copy.
+#[tokio::test]
+async fn a_body_file_damaged_while_kept_open_is_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = pattern(MIB, 9);
+    let origin = origin_of(body.clone()).await;
+    let edge = disk_edge(&origin.url(), dir.path(), |cfg| {
+        cfg.memory.max_object_size = ByteSize(64 << 10);
+    })
+    .await;
+    get_miss(&edge, "/big.bin", &body).await;
+    wait_for_disk_entries(&edge, 1).await;
+    for _ in 0..3 {
+        get_hit(&edge, "/big.bin", "disk", &body).await;
+    }
+    let files = body_files(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(
+        descriptors_on(&files[0]),
+        1,
+        "the body file is not kept open"
+    );
+
+    // The same file (same inode), one byte changed in its third block.
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    bytes[600_000] ^= 0x01;
+    std::fs::write(&files[0], &bytes).unwrap();
+
+    // The damaged block is never sent: the response breaks off before it.
+    let r = get(&edge, "/big.bin", &[]).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.is_err(), "a damaged body was sent whole");
+    let stats = wait_for(&edge, "the damaged entry dropped", |s| {
+        s["disk"]["corrupt_dropped"] == 1
+    })
+    .await;
+    assert_eq!(stat(&stats, "disk", "entries"), 0, "{stats}");
+    assert!(!files[0].exists(), "the damaged file was left in place");
+    assert_eq!(
+        descriptors_on(&files[0]),
+        0,
+        "the damaged file is still open"
+    );
+
+    get_miss(&edge, "/big.bin", &body).await;
+    assert_eq!(origin.hits(), 2);
+}
+
+/// A body file kept open is closed when its entry is purged: the removed file's space is
+/// not held by the edge.
+#[tokio::test]
+async fn a_purged_body_file_is_not_kept_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = pattern(MIB, 10);
+    let origin = origin_of(body.clone()).await;
+    let edge = disk_edge(&origin.url(), dir.path(), |cfg| {
+        cfg.memory.max_object_size = ByteSize(64 << 10);
+    })
+    .await;
+    get_miss(&edge, "/big.bin", &body).await;
+    wait_for_disk_entries(&edge, 1).await;
+    get_hit(&edge, "/big.bin", "disk", &body).await;
+    get_hit(&edge, "/big.bin", "disk", &body).await;
+    let files = body_files(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(
+        descriptors_on(&files[0]),
+        1,
+        "the body file is not kept open"
+    );
+
+    purge_on(&edge, r#"{"urls":["/big.bin"]}"#).await;
+    wait_for_disk_entries(&edge, 0).await;
+    assert!(!files[0].exists(), "the purged body file is still there");
+    assert_eq!(
+        descriptors_on(&files[0]),
+        0,
+        "the purged body file is still open"
+    );
+}

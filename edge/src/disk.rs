@@ -72,12 +72,20 @@ struct Inner {
     verified: Cache<u64, body::Stamp>,
     /// Decoded records of recently looked-up keys.
     heads: Arc<Heads>,
+    /// Body files kept open for the hits that follow: opening one walks its path every
+    /// time. Closed when their file is removed (and when idle or crowded out).
+    open_files: Cache<u64, Arc<std::fs::File>>,
     /// Reads so far; one in [`RECHECK_EVERY`] is verified even when trusted, so damage
     /// under an unchanged file (bit rot after the page cache let go) is still found.
     reads: AtomicU64,
 }
 
 const RECHECK_EVERY: u64 = 64;
+
+/// How many body files stay open at most (each holds a descriptor).
+const OPEN_FILES: u64 = 128;
+/// How long an unread body file stays open.
+const OPEN_FILE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The disk tier. Cheap to clone.
 #[derive(Clone)]
@@ -146,7 +154,12 @@ impl DiskTier {
         let sizes = tree("sizes")?;
         let counters = Arc::new(Counters::default());
         let heads = Arc::new(Heads::default());
+        let open_files = Cache::builder()
+            .max_capacity(OPEN_FILES)
+            .time_to_idle(OPEN_FILE_IDLE)
+            .build();
         let policy = {
+            let open_files: Cache<u64, Arc<std::fs::File>> = open_files.clone();
             let records = records.clone();
             let sizes = sizes.clone();
             let dir = dir.to_path_buf();
@@ -162,7 +175,7 @@ impl DiskTier {
                         // inserted: a file the record still names is not garbage.
                         RemovalCause::Replaced => {
                             if !record_names(&sizes, &key, slot.file) {
-                                remove_file(&dir, slot.file);
+                                remove_file(&dir, &open_files, slot.file);
                             }
                         }
                         RemovalCause::Size | RemovalCause::Explicit | RemovalCause::Expired => {
@@ -170,7 +183,7 @@ impl DiskTier {
                                 counters.evictions.fetch_add(1, Ordering::Relaxed);
                             }
                             remove_record(&records, &sizes, &heads, &key, slot.file);
-                            remove_file(&dir, slot.file);
+                            remove_file(&dir, &open_files, slot.file);
                         }
                     }
                 })
@@ -189,6 +202,7 @@ impl DiskTier {
                 _lock: lock,
                 verified: Cache::new(1 << 20),
                 heads,
+                open_files,
                 reads: AtomicU64::new(0),
             }),
         };
@@ -534,8 +548,7 @@ impl DiskTier {
         // A file verified whole by this process and unchanged since is almost surely in the
         // page cache: read it block by block on this thread, which costs less than handing
         // each response to the blocking pool. Anything else is read on the blocking pool.
-        let path = body_path(&self.inner.dir, d.file);
-        if let Ok((file, stamp)) = body::open_checked(&path, d.len)
+        if let Ok((file, stamp)) = self.open_body(&d)
             && !self.must_verify(d.file, stamp)
         {
             return self.stream_hot(file, start, end).boxed();
@@ -543,9 +556,31 @@ impl DiskTier {
         self.stream_cold(entry.clone(), start, end).boxed()
     }
 
+    /// Opens the body file of `d`, or takes it from the files kept open, and checks its
+    /// length. A file kept open is checked with `fstat`, so a change made to it in place
+    /// shows in its stamp as it would after opening it again.
+    fn open_body(&self, d: &DiskRef) -> Result<(Arc<std::fs::File>, body::Stamp), ReadError> {
+        if let Some(file) = self.inner.open_files.get(&d.file) {
+            let stamp = body::Stamp::of(&file.metadata()?);
+            if stamp.len == d.len {
+                return Ok((file, stamp));
+            }
+            self.inner.open_files.invalidate(&d.file);
+            self.inner.open_files.run_pending_tasks();
+            return Err(ReadError::Truncated {
+                expected: d.len,
+                actual: stamp.len,
+            });
+        }
+        let (file, stamp) = body::open_checked(&body_path(&self.inner.dir, d.file), d.len)?;
+        let file = Arc::new(file);
+        self.inner.open_files.insert(d.file, file.clone());
+        Ok((file, stamp))
+    }
+
     fn stream_hot(
         &self,
-        file: std::fs::File,
+        file: Arc<std::fs::File>,
         start: u64,
         end: u64,
     ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
@@ -638,7 +673,7 @@ impl DiskTier {
             rkey,
             file,
         );
-        remove_file(&self.inner.dir, file);
+        remove_file(&self.inner.dir, &self.inner.open_files, file);
         if self.inner.policy.get(rkey).is_some_and(|s| s.file == file) {
             self.inner.policy.invalidate(rkey);
         }
@@ -785,7 +820,11 @@ fn remove_record(records: &sled::Tree, sizes: &sled::Tree, heads: &Heads, rkey: 
     }
 }
 
-fn remove_file(dir: &Path, file: u64) {
+fn remove_file(dir: &Path, open_files: &Cache<u64, Arc<std::fs::File>>, file: u64) {
+    open_files.invalidate(&file);
+    // The cache lets go of a removed value in its housekeeping: run it now, so the
+    // descriptor closes with the file's removal, not some time after.
+    open_files.run_pending_tasks();
     let _ = std::fs::remove_file(body_path(dir, file));
 }
 
