@@ -170,6 +170,7 @@ pub struct OriginArgs {
 
 /// Runs the chosen command to completion.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    raise_descriptor_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -241,6 +242,39 @@ pub fn edge_config(args: &EdgeArgs) -> Result<EdgeConfig, ConfigError> {
 /// Prints a server's address line on stdout for the script or supervisor that started it.
 /// A server keeps running when nobody reads stdout any more (closed pipe): the line is then
 /// only logged, where `println!` would have panicked and taken the server down with it.
+/// Raises the soft limit on open descriptors to the hard limit. Every connection and every
+/// body file the disk tier keeps open takes one, and many systems start services with a
+/// soft limit of 1024, far below what a loaded edge needs (and below the hard limit).
+fn raise_descriptor_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let below = match (limit.current, limit.maximum) {
+        (Some(current), Some(maximum)) => current < maximum,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if !below {
+        return;
+    }
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::debug!(
+            from = ?limit.current,
+            to = ?limit.maximum,
+            "raised the soft limit on open descriptors"
+        ),
+        // An unlimited hard limit cannot be the soft one (the kernel caps descriptors).
+        Err(e) => tracing::debug!(
+            error = %e,
+            limit = ?limit.current,
+            "the soft limit on open descriptors stays as it is"
+        ),
+    }
+}
+
 fn announce(line: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();

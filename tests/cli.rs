@@ -131,3 +131,52 @@ async fn an_edge_whose_stdout_is_closed_keeps_serving() {
         assert_eq!(r.text().await.unwrap(), "body{}");
     }
 }
+
+/// The soft and hard limits on open files of process `pid`, from `/proc/PID/limits`.
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("no open-files line in {limits}"));
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    (
+        fields.next().unwrap().to_owned(),
+        fields.next().unwrap().to_owned(),
+    )
+}
+
+/// Started with a low soft limit on open files, the binary raises it to the hard limit:
+/// connections and open body files each take a descriptor.
+#[test]
+fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
+    let hard = Command::new("sh")
+        .args(["-c", "ulimit -Hn"])
+        .output()
+        .unwrap();
+    let hard = String::from_utf8(hard.stdout).unwrap().trim().to_owned();
+    if hard.parse::<u64>().is_ok_and(|h| h <= 256) {
+        eprintln!("skipping: the hard limit on open files ({hard}) is not above 256");
+        return;
+    }
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(site.path().join("a.txt"), "a").unwrap();
+    let mut command = Command::new("sh");
+    // `exec` keeps the pid: the process inspected is edgecache itself.
+    command
+        .args(["-c", "ulimit -Sn 256 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_edgecache"))
+        .args(["origin", "--root", site.path().to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove("RUST_LOG");
+    let mut origin = Process::spawn(command);
+    origin.line_after("listening on ");
+    let (soft, hard_now) = open_file_limits(origin.pid());
+    assert_eq!(hard_now, hard, "the hard limit changed");
+    if hard == "unlimited" {
+        // The kernel refuses an unlimited soft limit on descriptors; it must at least stay.
+        assert_eq!(soft, "256");
+    } else {
+        assert_eq!(soft, hard, "the soft limit was not raised");
+    }
+}
