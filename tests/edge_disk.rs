@@ -126,6 +126,21 @@ async fn get_hit(edge: &TestEdge, path: &str, tier: &str, body: &[u8]) {
     assert!(r.bytes().await.unwrap() == body, "{tier} hit body differs");
 }
 
+/// An edge whose memory tier takes nothing over 64 KiB, with one 1 MiB body (`pattern(MIB,
+/// seed)`) at `/big.bin` fetched once and committed to its disk tier in `dir`: every hit on
+/// it reads the disk tier. Returns the body, the origin and the edge.
+async fn disk_only_entry(dir: &Path, seed: usize) -> (Vec<u8>, TestOrigin, TestEdge) {
+    let body = pattern(MIB, seed);
+    let origin = origin_of(body.clone()).await;
+    let edge = disk_edge(&origin.url(), dir, |cfg| {
+        cfg.memory.max_object_size = ByteSize(64 << 10);
+    })
+    .await;
+    get_miss(&edge, "/big.bin", &body).await;
+    wait_for_disk_entries(&edge, 1).await;
+    (body, origin, edge)
+}
+
 #[tokio::test]
 async fn disk_hit_after_memory_eviction_or_on_a_fresh_edge() {
     let dir = tempfile::tempdir().unwrap();
@@ -154,15 +169,7 @@ async fn disk_hit_after_memory_eviction_or_on_a_fresh_edge() {
 #[tokio::test]
 async fn a_body_larger_than_max_object_size_is_served_from_disk_and_never_promoted() {
     let dir = tempfile::tempdir().unwrap();
-    let body = pattern(MIB, 2);
-    let origin = origin_of(body.clone()).await;
-    let edge = disk_edge(&origin.url(), dir.path(), |cfg| {
-        cfg.memory.max_object_size = ByteSize(64 << 10);
-    })
-    .await;
-
-    get_miss(&edge, "/big.bin", &body).await;
-    wait_for_disk_entries(&edge, 1).await;
+    let (body, origin, edge) = disk_only_entry(dir.path(), 2).await;
     for _ in 0..2 {
         get_hit(&edge, "/big.bin", "disk", &body).await;
     }
@@ -177,14 +184,8 @@ async fn a_body_larger_than_max_object_size_is_served_from_disk_and_never_promot
 #[tokio::test]
 async fn a_range_of_a_disk_only_entry_reads_only_the_blocks_it_needs() {
     let dir = tempfile::tempdir().unwrap();
-    let body = pattern(MIB, 3);
-    let origin = origin_of(body.clone()).await;
-    let edge = disk_edge(&origin.url(), dir.path(), |cfg| {
-        cfg.memory.max_object_size = ByteSize(64 << 10);
-    })
-    .await;
-    get_miss(&edge, "/big.bin", &body).await;
-    let before = stat(&wait_for_disk_entries(&edge, 1).await, "disk", "read_bytes");
+    let (body, origin, edge) = disk_only_entry(dir.path(), 3).await;
+    let before = stat(&edge.stats().await, "disk", "read_bytes");
 
     let r = get(&edge, "/big.bin", &[("range", "bytes=300000-300009")]).await;
     assert_eq!(r.status(), 206);
@@ -535,14 +536,7 @@ fn descriptors_on(path: &Path) -> usize {
 #[tokio::test]
 async fn a_body_file_damaged_while_kept_open_is_not_served() {
     let dir = tempfile::tempdir().unwrap();
-    let body = pattern(MIB, 9);
-    let origin = origin_of(body.clone()).await;
-    let edge = disk_edge(&origin.url(), dir.path(), |cfg| {
-        cfg.memory.max_object_size = ByteSize(64 << 10);
-    })
-    .await;
-    get_miss(&edge, "/big.bin", &body).await;
-    wait_for_disk_entries(&edge, 1).await;
+    let (body, origin, edge) = disk_only_entry(dir.path(), 9).await;
     for _ in 0..3 {
         get_hit(&edge, "/big.bin", "disk", &body).await;
     }
@@ -584,14 +578,7 @@ async fn a_body_file_damaged_while_kept_open_is_not_served() {
 #[tokio::test]
 async fn a_purged_body_file_is_not_kept_open() {
     let dir = tempfile::tempdir().unwrap();
-    let body = pattern(MIB, 10);
-    let origin = origin_of(body.clone()).await;
-    let edge = disk_edge(&origin.url(), dir.path(), |cfg| {
-        cfg.memory.max_object_size = ByteSize(64 << 10);
-    })
-    .await;
-    get_miss(&edge, "/big.bin", &body).await;
-    wait_for_disk_entries(&edge, 1).await;
+    let (body, _origin, edge) = disk_only_entry(dir.path(), 10).await;
     get_hit(&edge, "/big.bin", "disk", &body).await;
     get_hit(&edge, "/big.bin", "disk", &body).await;
     let files = body_files(dir.path());
