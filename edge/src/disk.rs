@@ -479,7 +479,10 @@ impl DiskTier {
         Ok(stored)
     }
 
-    /// Rewrites the metadata of a stored entry (after a 304 refreshed it). Blocking.
+    /// Rewrites the metadata of a stored entry (after a 304 refreshed it, or a soft purge
+    /// marked it stale). Blocking. Updates may land in any order: one made from an older
+    /// response than the record's (a stale mark keeps its response's time, a refresh takes
+    /// the 304's) is dropped, so a late stale mark never undoes a later revalidation.
     pub fn update(&self, entry: &CachedResponse) -> std::io::Result<()> {
         let Some(d) = &entry.disk else { return Ok(()) };
         // Only if the record still names this body: a newer one may have replaced it.
@@ -491,7 +494,13 @@ impl DiskTier {
         let json = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
         self.inner
             .records
-            .insert(&d.record[..], json)
+            .fetch_and_update(&d.record[..], |old| {
+                let old = old?;
+                let newer = serde_json::from_slice::<Record>(old).is_ok_and(|r| {
+                    r.freshness.response_time_ms > record.freshness.response_time_ms
+                });
+                Some(if newer { old.to_vec() } else { json.clone() })
+            })
             .map_err(std::io::Error::other)?;
         self.inner.heads.changed(&d.record);
         Ok(())
@@ -504,7 +513,7 @@ impl DiskTier {
         };
         let tier = self.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let (file, stamp) = body::open_checked(&body_path(&tier.inner.dir, d.file), d.len)?;
+            let (file, stamp) = tier.open_body(&d)?;
             let verify = tier.must_verify(d.file, stamp);
             let mut out = Vec::with_capacity(usize::try_from(d.len).unwrap_or(0));
             if d.len > 0 {
@@ -619,25 +628,23 @@ impl DiskTier {
         let tier = self.clone();
         tokio::task::spawn_blocking(move || {
             let Some(d) = entry.disk.clone() else { return };
-            let result = body::open_checked(&body_path(&tier.inner.dir, d.file), d.len).and_then(
-                |(file, stamp)| {
-                    let mut complete = true;
-                    // Counted before each block is sent: once a client has the last byte,
-                    // the counter already shows it.
-                    body::read_range(&file, d.len, &d.crcs, (start, end), true, |block| {
-                        tier.inner
-                            .counters
-                            .read_bytes
-                            .fetch_add(block.len() as u64, Ordering::Relaxed);
-                        complete = tx.blocking_send(Ok(Bytes::from(block))).is_ok();
-                        complete
-                    })?;
-                    if complete && start == 0 && end + 1 == d.len {
-                        tier.inner.verified.insert(d.file, stamp);
-                    }
-                    Ok(())
-                },
-            );
+            let result = tier.open_body(&d).and_then(|(file, stamp)| {
+                let mut complete = true;
+                // Counted before each block is sent: once a client has the last byte,
+                // the counter already shows it.
+                body::read_range(&file, d.len, &d.crcs, (start, end), true, |block| {
+                    tier.inner
+                        .counters
+                        .read_bytes
+                        .fetch_add(block.len() as u64, Ordering::Relaxed);
+                    complete = tx.blocking_send(Ok(Bytes::from(block))).is_ok();
+                    complete
+                })?;
+                if complete && start == 0 && end + 1 == d.len {
+                    tier.inner.verified.insert(d.file, stamp);
+                }
+                Ok(())
+            });
             if let Err(e) = result {
                 tier.on_read_error(&entry, &e);
                 let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));

@@ -119,12 +119,15 @@ impl Edge {
             if let Some(disk) = &self.disk
                 && refreshed.disk.is_some()
             {
+                // Written before anyone is answered: a request after that answer must find
+                // the refreshed record, not revalidate the old one again.
                 let (disk, entry) = (disk.clone(), refreshed.clone());
-                tokio::task::spawn_blocking(move || {
-                    if let Err(e) = disk.update(&entry) {
-                        warn!(error = %e, "disk metadata update failed");
-                    }
-                });
+                let written = tokio::task::spawn_blocking(move || disk.update(&entry)).await;
+                match written {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => warn!(error = %e, "disk metadata update failed"),
+                    Err(e) => warn!(error = %e, "disk metadata update did not run"),
+                }
             }
             done.inflight.set_outcome(Outcome::Refreshed(refreshed));
             return;
