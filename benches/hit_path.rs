@@ -75,7 +75,14 @@ fn bench(c: &mut Criterion) {
     c.bench_function("response_assemble", |b| {
         b.iter(|| {
             let status = CacheStatus::hit(3600).render("edgecache-bench", None);
-            black_box(respond::from_entry(&entry, &Method::GET, &req, 5, status))
+            black_box(respond::from_entry(
+                &entry,
+                &Method::GET,
+                &req,
+                5,
+                status,
+                None,
+            ))
         })
     });
     c.bench_function("hit_path_whole", |b| {
@@ -94,6 +101,7 @@ fn bench(c: &mut Criterion) {
                 &req,
                 e.freshness.age(now),
                 status,
+                None,
             ))
         })
     });

@@ -4,12 +4,19 @@
 #
 #   benches/load.sh [--compare] [--duration SECS] [--rounds N] [--connections N]
 #                   [--sizes "1k 100k 1m 10m"] [--no-disk] [--no-cold] [--out DIR]
+#                   [--congestion ALGO|system]
 #
 # The server under test runs on core 0, the origin and oha on core 1. Every run is bounded
 # by --duration (oha -z) or a request count, and only loopback addresses are used.
 # Prints req/s, p50, p99 and errors per object size and target (medians of the rounds,
 # rounds interleaved across targets), the server's CPU and peak memory, disk-tier hits,
 # and cold-miss coalescing (1,000 requests over 200 connections for one cold object).
+#
+# Every server runs with the same TCP congestion control, cubic unless --congestion says
+# otherwise: as root the script sets it for the run and puts the old one back at exit.
+# With BBR on loopback, the sender paces large responses into many small bursts, each of
+# which wakes the load generator, and runs flip between a fast and a slow state from one
+# minute to the next (see benches/README.md). `--congestion system` keeps the machine's.
 set -euo pipefail
 
 compare=0
@@ -20,6 +27,7 @@ sizes="1k 100k 1m 10m"
 disk=1
 cold=1
 out=""
+congestion=cubic
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -31,6 +39,7 @@ while [ $# -gt 0 ]; do
         --no-disk) disk=0 ;;
         --no-cold) cold=0 ;;
         --out) out="$2"; shift ;;
+        --congestion) congestion="$2"; shift ;;
         -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) echo "load.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -69,22 +78,42 @@ if [ "$compare" = 1 ] && { ! command -v nginx >/dev/null || ! command -v varnish
     fi
 fi
 
+cc_restore=""
 work="$(mktemp -d -t edgecache-load.XXXXXX)"
 [ -n "$out" ] || out="$work"
 mkdir -p "$out"
 pids=()
 cleanup() {
+    if [ -n "$cc_restore" ]; then
+        echo "$cc_restore" > "$cc_file" || true
+    fi
     for pid in "${pids[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
     wait 2>/dev/null || true
     if [ "$out" = "$work" ]; then
-        rm -rf "$work/site" "$work/disk" "$work/nginx-cache" "$work/varnish"
+        rm -rf "$work/site" "$work/disk" "$work/disk-main" "$work/nginx-cache" "$work/varnish"
     else
         rm -rf "$work"
     fi
 }
 trap cleanup EXIT
+
+cc_file=/proc/sys/net/ipv4/tcp_congestion_control
+cc_before="$(cat "$cc_file" 2>/dev/null || echo unknown)"
+if [ "$congestion" != system ] && [ "$congestion" != "$cc_before" ]; then
+    if ! grep -qw -- "$congestion" /proc/sys/net/ipv4/tcp_available_congestion_control 2>/dev/null; then
+        echo "load.sh: congestion control '$congestion' is not available here ($(cat /proc/sys/net/ipv4/tcp_available_congestion_control 2>/dev/null))" >&2
+        exit 2
+    fi
+    if [ -w "$cc_file" ] && { echo "$congestion" > "$cc_file"; } 2>/dev/null; then
+        cc_restore="$cc_before"
+    else
+        echo "load.sh: cannot set TCP congestion control to $congestion (not root); keeping $cc_before" >&2
+    fi
+fi
+echo "== TCP congestion control for every server: $(cat "$cc_file" 2>/dev/null || echo unknown)" \
+    "$([ -n "$cc_restore" ] && echo "(was $cc_restore; put back at exit)")"
 
 # Waits (at most 15 s) for a server to print `PREFIX http://ADDR` on stdout; prints ADDR.
 address_from() {
@@ -177,7 +206,9 @@ start_edge() {
 }
 
 echo "== starting the edge (core 0)"
-start_edge edgecache 16MiB ""
+# Memory tier over a disk tier, as an edge runs in production: hits of 64 KiB and up are
+# sent from the disk tier's files (sendfile), as nginx sends its cache files.
+start_edge edgecache 16MiB "$work/disk-main"
 targets+=(edgecache)
 
 if [ "$disk" = 1 ]; then
@@ -314,6 +345,16 @@ for target in "${targets[@]}" $([ "$disk" = 1 ] && echo edgecache-disk); do
     for size in $sizes; do
         warm "${url_of[$target]}/obj-$size.3f9c2a1b.bin"
     done
+done
+# Hits are sent from the disk tier's files once their entries are committed there.
+want_entries=$(echo $sizes | wc -w)
+deadline=$((SECONDS + 15))
+until [ "$(curl -s "${admin_of[edgecache]}/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["disk"]["entries"])')" -ge "$want_entries" ]; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+        echo "load.sh: the edge's disk tier never held the $want_entries objects" >&2
+        exit 1
+    fi
+    sleep 0.1
 done
 curl -s -D - -o /dev/null "${url_of[edgecache]}/obj-1k.3f9c2a1b.bin" | grep -i '^cache-status' || true
 

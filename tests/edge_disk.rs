@@ -177,7 +177,10 @@ async fn a_body_larger_than_max_object_size_is_served_from_disk_and_never_promot
     let stats = edge.stats().await;
     assert_eq!(stat(&stats, "memory", "entries"), 0);
     assert_eq!(stat(&stats, "disk", "write_bytes"), body.len() as u64);
-    assert_eq!(stat(&stats, "disk", "read_bytes"), 2 * body.len() as u64);
+    // The first hit is read from the file (which is verified whole besides), the second
+    // sent straight from it.
+    let len = body.len() as u64;
+    assert_eq!(sent_and_read(&edge, 3 * len).await, len);
     assert_eq!(body_files(dir.path()).len(), 1);
 }
 
@@ -531,11 +534,13 @@ fn descriptors_on(path: &Path) -> usize {
 }
 
 /// Serves `/big.bin` (a disk-only entry, see [`disk_only_entry`]) from disk three times,
-/// and checks its one body file is then held open by one descriptor; returns its path.
+/// waits for the recheck the first hit started, and checks its one body file is then held open by one descriptor; returns its path.
 async fn hits_keep_the_file_open(edge: &TestEdge, dir: &Path, body: &[u8]) -> PathBuf {
     for _ in 0..3 {
         get_hit(edge, "/big.bin", "disk", body).await;
     }
+    // The first hit's recheck of the file has finished: nothing reads it behind the test.
+    sent_and_read(edge, 4 * body.len() as u64).await;
     let files = body_files(dir);
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(
@@ -596,4 +601,106 @@ async fn a_purged_body_file_is_not_kept_open() {
         0,
         "the purged body file is still open"
     );
+}
+
+/// Waits until the disk tier has sent and read `total` body bytes between them, and
+/// returns the bytes it sent straight from files. A trusted file is still read whole and
+/// verified on one read in 64 (the first among them), on the blocking pool: that hit is
+/// answered from memory, or, for a disk-only entry, read as it would be without `sendfile`.
+async fn sent_and_read(edge: &TestEdge, total: u64) -> u64 {
+    let stats = wait_for(edge, &format!("{total} bytes sent and read"), |s| {
+        s["disk"]["sent_bytes"].as_u64().unwrap() + s["disk"]["read_bytes"].as_u64().unwrap()
+            == total
+    })
+    .await;
+    stat(&stats, "disk", "sent_bytes")
+}
+
+/// Whole-body hits of 64 KiB and up on plain HTTP/1 connections are sent straight from
+/// their disk-tier file (`sendfile`), for entries held in memory too. Smaller bodies, HEADs
+/// and ranges are not. Every byte is the origin's.
+#[tokio::test]
+async fn large_hits_are_sent_from_their_body_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = pattern(MIB, 11);
+    let small = pattern(8 * KIB, 12);
+    let (b, s) = (big.clone(), small.clone());
+    let origin = TestOrigin::start(move |seen, _| {
+        let body = if seen.uri.ends_with("/small.bin") {
+            s.clone()
+        } else {
+            b.clone()
+        };
+        resp(
+            200,
+            &[("cache-control", "max-age=3600"), ("etag", "\"v1\"")],
+            body,
+        )
+    })
+    .await;
+    let edge = disk_edge(&origin.url(), dir.path(), |_| {}).await;
+    get_miss(&edge, "/big.bin", &big).await;
+    get_miss(&edge, "/small.bin", &small).await;
+    wait_for_disk_entries(&edge, 2).await;
+
+    for _ in 0..4 {
+        get_hit(&edge, "/big.bin", "memory", &big).await;
+        get_hit(&edge, "/small.bin", "memory", &small).await;
+    }
+    // The first of the 4 hits is answered from memory while the file is verified.
+    let len = big.len() as u64;
+    let sent = sent_and_read(&edge, 4 * len).await;
+    assert_eq!(sent, 3 * len, "bytes sent from the file");
+
+    let r = edge
+        .client
+        .head(edge.url("/big.bin"))
+        .header("host", HOST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-length"), len.to_string());
+    assert!(r.bytes().await.unwrap().is_empty());
+    let r = get(&edge, "/big.bin", &[("range", "bytes=1000-1999")]).await;
+    assert_eq!(r.status(), 206);
+    assert!(r.bytes().await.unwrap() == big[1000..2000], "range differs");
+    assert_eq!(stat(&edge.stats().await, "disk", "sent_bytes"), sent);
+    assert_eq!(origin.hits(), 2);
+}
+
+/// A disk-only entry is sent from its file too, and HTTP/2 (which frames every body
+/// itself) gets the same bytes copied.
+#[tokio::test]
+async fn disk_only_hits_are_sent_from_their_file_and_http2_gets_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (body, origin, edge) = disk_only_entry(dir.path(), 13).await;
+    for _ in 0..3 {
+        get_hit(&edge, "/big.bin", "disk", &body).await;
+    }
+    // The first of the 3 hits is read as without `sendfile` while the file is verified.
+    let len = body.len() as u64;
+    let sent = sent_and_read(&edge, 4 * len).await;
+    assert_eq!(sent, 2 * len, "bytes sent from the file");
+
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    // HTTP/2 requests name the edge's own address as their authority, a key of its own:
+    // one miss, then a disk hit.
+    for (i, expect) in ["fwd=uri-miss", "hit"].into_iter().enumerate() {
+        let r = h2.get(edge.url("/big.bin")).send().await.unwrap();
+        assert_eq!(r.version(), http::Version::HTTP_2);
+        assert_eq!(r.status(), 200);
+        let status = header(&r, "cache-status").to_owned();
+        assert!(status.contains(expect), "{status}");
+        assert!(r.bytes().await.unwrap() == body, "HTTP/2 body differs");
+        if i == 0 {
+            wait_for_disk_entries(&edge, 2).await;
+        }
+    }
+    assert_eq!(stat(&edge.stats().await, "disk", "sent_bytes"), sent);
+    assert_eq!(origin.hits(), 2);
 }

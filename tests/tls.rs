@@ -13,20 +13,90 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 /// An edge serving HTTPS with `config.tls` set; stops when the sender is dropped.
-async fn https_edge(mut config: EdgeConfig) -> (std::net::SocketAddr, oneshot::Sender<()>) {
+async fn https_edge(config: EdgeConfig) -> (std::net::SocketAddr, oneshot::Sender<()>) {
+    let (addr, _, stop) = https_edge_with_admin(config).await;
+    (addr, stop)
+}
+
+/// [`https_edge`], with the address of its (plain HTTP) admin listener.
+async fn https_edge_with_admin(
+    mut config: EdgeConfig,
+) -> (
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+    oneshot::Sender<()>,
+) {
     config.listen = "127.0.0.1:0".into();
     config.admin = "127.0.0.1:0".into();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = admin.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
-        edgecache_edge::run(listener, None, config, async {
+        edgecache_edge::run(listener, Some(admin), config, async {
             let _ = stopped.await;
         })
         .await
         .unwrap();
     });
-    (addr, stop)
+    (addr, admin_addr, stop)
+}
+
+/// Large disk-tier hits over TLS are encrypted copies: only plain HTTP/1 connections send
+/// bodies straight from their files.
+#[tokio::test]
+async fn large_disk_tier_hits_over_tls_are_sent_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "edge");
+    let body: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let b = body.clone();
+    let origin =
+        TestOrigin::start(move |_, _| resp(200, &[("cache-control", "max-age=60")], b.clone()))
+            .await;
+    let config = EdgeConfig {
+        pop: "tls".into(),
+        origins: vec![OriginEntry::http(origin.url())],
+        tls: Some(ca.issue(dir.path(), "edge")),
+        disk: edgecache_edge::config::DiskConfig {
+            dir: Some(dir.path().join("disk")),
+            ..Default::default()
+        },
+        ..EdgeConfig::default()
+    };
+    let (addr, admin, _stop) = https_edge_with_admin(config).await;
+    let url = format!("https://{addr}/big.3f9c2a1b.bin");
+    let stats = || async {
+        let r = support::client()
+            .get(format!("http://{admin}/stats"))
+            .send()
+            .await
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&r.bytes().await.unwrap()).unwrap()
+    };
+    let client = ca.client(true);
+    let r = client.get(&url).send().await.unwrap();
+    assert!(r.bytes().await.unwrap() == body, "miss body differs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats().await["disk"]["entries"] != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the body never reached the disk tier"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for _ in 0..3 {
+        let r = client.get(&url).send().await.unwrap();
+        assert_eq!(r.version(), http::Version::HTTP_11);
+        assert!(
+            header(&r, "cache-status").contains("hit"),
+            "{:?}",
+            r.headers()
+        );
+        assert!(r.bytes().await.unwrap() == body, "hit body differs");
+    }
+    assert_eq!(stats().await["disk"]["sent_bytes"], 0);
+    assert_eq!(origin.hits(), 1);
 }
 
 #[tokio::test]

@@ -52,6 +52,7 @@ struct Counters {
     evictions: AtomicU64,
     corrupt: AtomicU64,
     read_bytes: AtomicU64,
+    sent_bytes: AtomicU64,
     write_bytes: AtomicU64,
 }
 
@@ -103,6 +104,9 @@ pub struct DiskStats {
     pub evictions: u64,
     pub corrupt_dropped: u64,
     pub read_bytes: u64,
+    /// Body bytes the connections sent straight from body files (`sendfile`), without
+    /// reading them into memory.
+    pub sent_bytes: u64,
     pub write_bytes: u64,
     /// Memory held by the decoded records of recently looked-up keys.
     pub index_cache_bytes: u64,
@@ -587,6 +591,63 @@ impl DiskTier {
         Ok((file, stamp))
     }
 
+    /// The whole stored body of `entry` as a body `sender`'s connection sends straight from
+    /// its file with `sendfile`, when the file was verified whole by this process and is
+    /// unchanged since (the trust [`stream`](Self::stream) needs to read it without
+    /// checksums). `None` for an entry with no body file, a file not trusted, or one that
+    /// cannot be opened: the caller sends the body as it would otherwise. When the periodic
+    /// recheck falls due on this read, the caller also sends it otherwise, and the file is
+    /// verified whole on the blocking pool meanwhile (damage found drops the entry).
+    pub fn file_body(
+        &self,
+        entry: &CachedResponse,
+        sender: &edgecache_tls::zero_copy::FileSender,
+    ) -> Option<axum::body::Body> {
+        let d = entry.disk.as_ref()?;
+        let (file, stamp) = self.open_body(d).ok()?;
+        let recheck = self.next_read_rechecks();
+        if self.inner.verified.get(&d.file) != Some(stamp) {
+            return None;
+        }
+        if recheck {
+            self.verify_in_background(entry.clone());
+            return None;
+        }
+        self.inner
+            .counters
+            .sent_bytes
+            .fetch_add(d.len, Ordering::Relaxed);
+        Some(sender.body(file, 0, d.len))
+    }
+
+    /// Reads the body file of `entry` whole on the blocking pool, checking every block:
+    /// the file is trusted again if it is sound, and its entry dropped if it is not.
+    fn verify_in_background(&self, entry: CachedResponse) {
+        let tier = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let Some(d) = &entry.disk else { return };
+            let result = tier.open_body(d).and_then(|(file, stamp)| {
+                let read = body::read_range(
+                    &file,
+                    d.len,
+                    &d.crcs,
+                    (0, d.len.saturating_sub(1)),
+                    true,
+                    |_| true,
+                )?;
+                tier.inner
+                    .counters
+                    .read_bytes
+                    .fetch_add(read, Ordering::Relaxed);
+                tier.inner.verified.insert(d.file, stamp);
+                Ok(())
+            });
+            if let Err(e) = result {
+                tier.on_read_error(&entry, &e);
+            }
+        });
+    }
+
     fn stream_hot(
         &self,
         file: Arc<std::fs::File>,
@@ -656,22 +717,31 @@ impl DiskTier {
     }
 
     fn must_verify(&self, file: u64, stamp: body::Stamp) -> bool {
+        self.next_read_rechecks() || self.inner.verified.get(&file) != Some(stamp)
+    }
+
+    /// Counts a read; true for the one in [`RECHECK_EVERY`] verified even when trusted.
+    fn next_read_rechecks(&self) -> bool {
         let n = self.inner.reads.fetch_add(1, Ordering::Relaxed);
-        n.is_multiple_of(RECHECK_EVERY) || self.inner.verified.get(&file) != Some(stamp)
+        n.is_multiple_of(RECHECK_EVERY)
     }
 
     fn on_read_error(&self, entry: &CachedResponse, e: &ReadError) {
         let Some(d) = &entry.disk else { return };
         if e.is_corruption() {
-            self.inner.counters.corrupt.fetch_add(1, Ordering::Relaxed);
-            warn!(file = d.file, error = %e, "corrupt disk entry dropped");
-            self.drop_record(&d.record, d.file);
+            // Two reads can find the same damage (a response and a recheck): the one that
+            // removes the file counts it.
+            if self.drop_record(&d.record, d.file) {
+                self.inner.counters.corrupt.fetch_add(1, Ordering::Relaxed);
+                warn!(file = d.file, error = %e, "corrupt disk entry dropped");
+            }
         } else {
             warn!(file = d.file, error = %e, "disk read failed");
         }
     }
 
-    fn drop_record(&self, rkey: &Arc<[u8]>, file: u64) {
+    /// Removes an entry's record and body file; true if this call removed the file.
+    fn drop_record(&self, rkey: &Arc<[u8]>, file: u64) -> bool {
         self.inner.verified.invalidate(&file);
         remove_record(
             &self.inner.records,
@@ -680,10 +750,11 @@ impl DiskTier {
             rkey,
             file,
         );
-        remove_file(&self.inner.dir, &self.inner.open_files, file);
+        let removed = remove_file(&self.inner.dir, &self.inner.open_files, file);
         if self.inner.policy.get(rkey).is_some_and(|s| s.file == file) {
             self.inner.policy.invalidate(rkey);
         }
+        removed
     }
 
     /// Applies `judge` to every stored entry: `Gone` ones are removed, `Stale` ones
@@ -771,6 +842,7 @@ impl DiskTier {
             evictions: c.evictions.load(Ordering::Relaxed),
             corrupt_dropped: c.corrupt.load(Ordering::Relaxed),
             read_bytes: c.read_bytes.load(Ordering::Relaxed),
+            sent_bytes: c.sent_bytes.load(Ordering::Relaxed),
             write_bytes: c.write_bytes.load(Ordering::Relaxed),
             index_cache_bytes: self.inner.heads.weighted_size(),
         }
@@ -827,12 +899,13 @@ fn remove_record(records: &sled::Tree, sizes: &sled::Tree, heads: &Heads, rkey: 
     }
 }
 
-fn remove_file(dir: &Path, open_files: &Cache<u64, Arc<std::fs::File>>, file: u64) {
+/// Closes and removes a body file; true if this call removed it.
+fn remove_file(dir: &Path, open_files: &Cache<u64, Arc<std::fs::File>>, file: u64) -> bool {
     open_files.invalidate(&file);
     // The cache lets go of a removed value in its housekeeping: run it now, so the
     // descriptor closes with the file's removal, not some time after.
     open_files.run_pending_tasks();
-    let _ = std::fs::remove_file(body_path(dir, file));
+    std::fs::remove_file(body_path(dir, file)).is_ok()
 }
 
 fn body_path(dir: &Path, file: u64) -> PathBuf {

@@ -310,6 +310,11 @@ impl Collector for DiskCollector {
                 s.read_bytes,
             ),
             (
+                "edgecache_disk_sent_bytes",
+                "Body bytes sent straight from disk-tier files (sendfile), not read into memory",
+                s.sent_bytes,
+            ),
+            (
                 "edgecache_disk_write_bytes",
                 "Body bytes written to the disk tier",
                 s.write_bytes,

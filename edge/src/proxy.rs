@@ -28,6 +28,7 @@ use crate::policy::Usability;
 use crate::purge::Verdict;
 use crate::respond::{self, Precondition, evaluate_preconditions};
 use crate::upstream::{forward_headers, strip_conditionals};
+use edgecache_tls::zero_copy::FileSender;
 
 /// The axum handler for every request on the public listener.
 pub async fn handle(
@@ -521,11 +522,22 @@ impl Edge {
     ) -> Response<Body> {
         let value = status.render(&self.status_name, entry.headers.get(&CACHE_STATUS).as_ref());
         let age = entry.freshness.age(now);
+        // Present on plain HTTP/1 connections, which can send bodies from files.
+        let sender = parts.extensions.get::<FileSender>();
         match &self.disk {
-            Some(disk) if !entry.body_in_memory() => {
-                respond::from_disk(entry, disk, &parts.method, &parts.headers, age, value)
+            Some(disk) if !entry.body_in_memory() => respond::from_disk(
+                entry,
+                disk,
+                &parts.method,
+                &parts.headers,
+                age,
+                value,
+                sender,
+            ),
+            disk => {
+                let files = disk.as_ref().zip(sender);
+                respond::from_entry(entry, &parts.method, &parts.headers, age, value, files)
             }
-            _ => respond::from_entry(entry, &parts.method, &parts.headers, age, value),
         }
     }
 

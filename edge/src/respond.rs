@@ -17,6 +17,7 @@ use crate::cache_status::CACHE_STATUS;
 use crate::disk::DiskTier;
 use crate::entry::CachedResponse;
 use crate::policy::header_date;
+use edgecache_tls::zero_copy::FileSender;
 
 /// What a client's preconditions say about a stored representation (RFC 9110 §13.2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,15 +121,26 @@ fn split_etags(list: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Answers a GET or HEAD from a stored response whose body is in memory.
+/// Bodies this large and up are sent straight from their disk-tier file when the connection
+/// can (`sendfile` on plain HTTP/1). Below it, one `writev` of head and body from memory
+/// costs less than `sendmsg` and `sendfile` (on loopback, 16 and 32 KiB hits went faster
+/// with `writev`, 64 KiB ones with `sendfile`).
+pub const FILE_BODY_MIN: u64 = 64 * 1024;
+
+/// A disk tier and a connection that can send from its files.
+pub type FileSend<'a> = (&'a DiskTier, &'a FileSender);
+
+/// Answers a GET or HEAD from a stored response whose body is in memory. With `files`, a
+/// large whole body that also has a trusted disk-tier file is sent from that file.
 pub fn from_entry(
     entry: &Arc<CachedResponse>,
     method: &Method,
     req: &HeaderMap,
     age: u64,
     cache_status: HeaderValue,
+    files: Option<FileSend<'_>>,
 ) -> Response<Body> {
-    answer(entry, method, req, age, cache_status, None)
+    answer(entry, method, req, age, cache_status, None, files)
 }
 
 /// Answers a GET or HEAD from a stored response whose body is on the disk tier: only the
@@ -140,8 +152,10 @@ pub fn from_disk(
     req: &HeaderMap,
     age: u64,
     cache_status: HeaderValue,
+    files: Option<&FileSender>,
 ) -> Response<Body> {
-    answer(entry, method, req, age, cache_status, Some(disk))
+    let files = files.map(|sender| (disk, sender));
+    answer(entry, method, req, age, cache_status, Some(disk), files)
 }
 
 fn answer(
@@ -151,6 +165,7 @@ fn answer(
     age: u64,
     cache_status: HeaderValue,
     disk: Option<&DiskTier>,
+    files: Option<FileSend<'_>>,
 ) -> Response<Body> {
     // Built once per response: it answers the conditionals and then becomes the response's.
     let mut headers = entry.headers.to_map(3);
@@ -175,8 +190,13 @@ fn answer(
         return resp;
     }
     let len = entry.body_len();
+    let from_file = || {
+        let (tier, sender) = files?;
+        (len >= FILE_BODY_MIN).then(|| tier.file_body(entry, sender))?
+    };
     let body = match disk {
         _ if method == Method::HEAD || len == 0 => Body::empty(),
+        _ if let Some(body) = from_file() => body,
         Some(d) => Body::from_stream(d.stream(entry, 0, len - 1)),
         None => Body::from(body_of(entry)),
     };

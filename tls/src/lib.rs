@@ -11,6 +11,7 @@ pub mod cert;
 pub mod config;
 pub mod selfsigned;
 pub mod serve;
+pub mod zero_copy;
 
 pub use cert::{CertStore, server_config};
 pub use config::TlsConfig;

@@ -20,6 +20,8 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+use crate::zero_copy::{FileSender, ZeroCopyIo};
+
 /// How long a client may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -88,10 +90,14 @@ pub async fn serve(
                     let builder = builder.clone();
                     let stop = stop_rx.clone();
                     match acceptor.clone() {
-                        None => connections.spawn(connection(tcp, peer, app, builder, stop)),
+                        None => {
+                            let io = ZeroCopyIo::new(tcp);
+                            let sender = io.sender();
+                            connections.spawn(connection(io, Some(sender), peer, app, builder, stop))
+                        }
                         Some(acceptor) => connections.spawn(async move {
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                                Ok(Ok(tls)) => connection(tls, peer, app, builder, stop).await,
+                                Ok(Ok(tls)) => connection(tls, None, peer, app, builder, stop).await,
                                 Ok(Err(e)) => debug!(peer = %peer, error = %e, "TLS handshake failed"),
                                 Err(_) => debug!(peer = %peer, "TLS handshake timed out"),
                             }
@@ -130,8 +136,10 @@ pub async fn serve(
 }
 
 /// Serves one connection until it ends, or until shutdown asks it to finish its requests.
+/// HTTP/1 requests on a connection that can send files (`sender`) carry its [`FileSender`].
 async fn connection<I>(
     io: I,
+    sender: Option<FileSender>,
     peer: SocketAddr,
     app: Router,
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -142,6 +150,11 @@ async fn connection<I>(
     let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let mut req = req.map(axum::body::Body::new);
         req.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(sender) = &sender
+            && req.version() <= http::Version::HTTP_11
+        {
+            req.extensions_mut().insert(sender.clone());
+        }
         let mut app = app.clone();
         async move { tower_service::Service::call(&mut app, req).await }
     });
