@@ -11,6 +11,7 @@ pub mod body;
 mod heads;
 pub mod meta;
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -574,20 +575,24 @@ impl DiskTier {
     /// shows in its stamp as it would after opening it again.
     fn open_body(&self, d: &DiskRef) -> Result<(Arc<std::fs::File>, body::Stamp), ReadError> {
         if let Some(file) = self.inner.open_files.get(&d.file) {
-            let stamp = body::Stamp::of(&file.metadata()?);
-            if stamp.len == d.len {
-                return Ok((file, stamp));
-            }
-            self.inner.open_files.invalidate(&d.file);
-            self.inner.open_files.run_pending_tasks();
-            return Err(ReadError::Truncated {
-                expected: d.len,
-                actual: stamp.len,
-            });
+            return match body::stamp_checked(&file, d.len) {
+                Ok(stamp) => Ok((file, stamp)),
+                Err(e) => {
+                    self.inner.open_files.invalidate(&d.file);
+                    self.inner.open_files.run_pending_tasks();
+                    Err(e)
+                }
+            };
         }
         let (file, stamp) = body::open_checked(&body_path(&self.inner.dir, d.file), d.len)?;
         let file = Arc::new(file);
         self.inner.open_files.insert(d.file, file.clone());
+        // A removal that ran between the open and the insert unlinked the file before it
+        // closed the kept ones (see `remove_file`): a file with no links left is not kept.
+        if file.metadata().is_ok_and(|m| m.nlink() == 0) {
+            self.inner.open_files.invalidate(&d.file);
+            self.inner.open_files.run_pending_tasks();
+        }
         Ok((file, stamp))
     }
 
@@ -899,13 +904,16 @@ fn remove_record(records: &sled::Tree, sizes: &sled::Tree, heads: &Heads, rkey: 
     }
 }
 
-/// Closes and removes a body file; true if this call removed it.
+/// Removes a body file and closes it if it is kept open; true if this call removed it.
+/// The path goes first: a read that opened it just before and keeps it open after the
+/// close below finds it unlinked and lets it go (see `open_body`).
 fn remove_file(dir: &Path, open_files: &Cache<u64, Arc<std::fs::File>>, file: u64) -> bool {
+    let removed = std::fs::remove_file(body_path(dir, file)).is_ok();
     open_files.invalidate(&file);
     // The cache lets go of a removed value in its housekeeping: run it now, so the
     // descriptor closes with the file's removal, not some time after.
     open_files.run_pending_tasks();
-    std::fs::remove_file(body_path(dir, file)).is_ok()
+    removed
 }
 
 fn body_path(dir: &Path, file: u64) -> PathBuf {

@@ -146,6 +146,12 @@ impl Stamp {
 /// Opens a body file and checks its length.
 pub fn open_checked(path: &Path, len: u64) -> Result<(File, Stamp), ReadError> {
     let file = File::open(path)?;
+    let stamp = stamp_checked(&file, len)?;
+    Ok((file, stamp))
+}
+
+/// The stamp of an open body file (`fstat`), checked against the length it should have.
+pub fn stamp_checked(file: &File, len: u64) -> Result<Stamp, ReadError> {
     let stamp = Stamp::of(&file.metadata()?);
     if stamp.len != len {
         return Err(ReadError::Truncated {
@@ -153,7 +159,7 @@ pub fn open_checked(path: &Path, len: u64) -> Result<(File, Stamp), ReadError> {
             actual: stamp.len,
         });
     }
-    Ok((file, stamp))
+    Ok(stamp)
 }
 
 /// Reads block `index` of a body of `len` bytes and, when `verify`, checks it against `crcs`.
