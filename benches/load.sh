@@ -372,6 +372,29 @@ for round in $(seq 1 "$rounds"); do
     done
 done
 
+if [ "$compare" = 1 ]; then
+    # At full speed each server's latency includes the queue of whatever it could not
+    # serve yet, and the fastest one also saturates oha's core. The same rate for all,
+    # below what the slowest served, compares the latency of the servers themselves.
+    echo "== equal load: every target at 80% of the slowest one's median req/s"
+    for round in $(seq 1 "$rounds"); do
+        for size in $sizes; do
+            rate="$(python3 - "$results" "$size" "${targets[*]}" <<'PY'
+import csv, statistics, sys
+path, size, targets = sys.argv[1], sys.argv[2], sys.argv[3].split()
+rows = [r for r in csv.DictReader(open(path), delimiter="\t") if r["row"] == size]
+medians = [statistics.median(float(r["req_s"]) for r in rows if r["target"] == t) for t in targets]
+print(max(1, int(0.8 * min(medians))))
+PY
+)"
+            for target in "${targets[@]}"; do
+                measure "$target" "$size@$rate" "$round" "${url_of[$target]}/obj-$size.3f9c2a1b.bin" \
+                    -z "${duration}s" -c "$connections" -q "$rate"
+            done
+        done
+    done
+fi
+
 # Sum of the edge's origin fetch times, in ms (its `edgecache_origin_fetch_seconds`).
 origin_fetch_ms() {
     curl -s "${admin_of[edgecache]}/metrics" |
@@ -428,14 +451,14 @@ for r in rows:
         order.append(r["row"])
 print()
 print("medians (req/s, p50 ms, p99 ms, server cpu %; errors and non-200 summed)")
-print("%-8s %-15s %9s %8s %8s %6s %7s %7s" % ("row", "target", "req/s", "p50", "p99", "cpu%", "errors", "origin"))
+print("%-12s %-15s %9s %8s %8s %6s %7s %7s" % ("row", "target", "req/s", "p50", "p99", "cpu%", "errors", "origin"))
 for row in order:
     for t in targets + ["origin-direct"]:
         if (t, row) not in by:
             continue
         errors = sum(int(r["errors"]) + int(r["non_200"]) for r in by[(t, row)])
         origin = sum(int(r["origin_requests"]) for r in by[(t, row)])
-        print("%-8s %-15s %9.0f %8.2f %8.2f %6.0f %7d %7d" % (row, t, med("req_s", t, row),
+        print("%-12s %-15s %9.0f %8.2f %8.2f %6.0f %7d %7d" % (row, t, med("req_s", t, row),
               med("p50_ms", t, row), med("p99_ms", t, row), med("cpu_pct", t, row), errors, origin))
 others = [t for t in targets if t in ("nginx", "varnish")]
 if others:
@@ -450,7 +473,7 @@ if others:
             ep, xp = med("p99_ms", "edgecache", row), med("p99_ms", o, row)
             if e and x:
                 parts.append("%s %.2fx req/s, p99 %.2fx" % (o, e / x, ep / xp if xp else float("nan")))
-        print("%-8s %s" % (row, "; ".join(parts)))
+        print("%-12s %s" % (row, "; ".join(parts)))
     # Rounds are interleaved so that targets in one round share the machine's state; the
     # ratio within each round is less moved by drift between rounds than a ratio of medians.
     print()
@@ -469,7 +492,7 @@ if others:
                 parts.append("%s %s req/s (median %.2fx), p99 %s (median %.2fx)" % (
                     o, "/".join("%.2f" % q for q, _ in pairs), statistics.median(q for q, _ in pairs),
                     "/".join("%.2f" % p for _, p in pairs), statistics.median(p for _, p in pairs)))
-        print("%-8s %s" % (row, "; ".join(parts)))
+        print("%-12s %s" % (row, "; ".join(parts)))
 single = med("p99_ms", "origin-direct", "single")
 if single is not None and any((t, "cold-hot") in by for t in targets):
     print()
