@@ -10,7 +10,10 @@
 //! front queued range with `sendfile` instead. Frames are queued when hyper takes them from
 //! the body, and an HTTP/1 connection writes them in that order, so the n-th placeholder
 //! slice written is the n-th range queued. A placeholder the queue does not account for ends
-//! the connection with an error: its zeros are never sent.
+//! the connection with an error: its zeros are never sent. A frame hyper copied would no
+//! longer be recognised as a placeholder, and its zeros would go out: that depends on
+//! hyper's queueing, which the tests of file-sent hits (`tests/edge_disk.rs`) guard by
+//! comparing every byte a client receives.
 //!
 //! Only plain TCP connections get a [`FileSender`], and only HTTP/1 requests carry it (HTTP/2
 //! copies frames into its own framing); everything else gets ordinary bodies.
