@@ -616,9 +616,9 @@ async fn sent_and_read(edge: &TestEdge, total: u64) -> u64 {
     stat(&stats, "disk", "sent_bytes")
 }
 
-/// Whole-body hits of 64 KiB and up on plain HTTP/1 connections are sent straight from
-/// their disk-tier file (`sendfile`), for entries held in memory too. Smaller bodies, HEADs
-/// and ranges are not. Every byte is the origin's.
+/// Whole-body hits and single ranges of 64 KiB and up on plain HTTP/1 connections are sent
+/// straight from their disk-tier file (`sendfile`), for entries held in memory too.
+/// Smaller bodies and ranges, and HEADs, are not. Every byte is the origin's.
 #[tokio::test]
 async fn large_hits_are_sent_from_their_body_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -666,11 +666,32 @@ async fn large_hits_are_sent_from_their_body_file() {
     assert_eq!(r.status(), 206);
     assert!(r.bytes().await.unwrap() == big[1000..2000], "range differs");
     assert_eq!(stat(&edge.stats().await, "disk", "sent_bytes"), sent);
+    // A single range of 64 KiB or more is sent from the file.
+    get_large_range(&edge, &big).await;
+    assert_eq!(
+        stat(&edge.stats().await, "disk", "sent_bytes"),
+        sent + 204_800
+    );
     assert_eq!(origin.hits(), 2);
 }
 
-/// A disk-only entry is sent from its file too, and HTTP/2 (which frames every body
-/// itself) gets the same bytes copied.
+/// GETs bytes 100000-304799 of `/big.bin` and checks the 206 and its bytes.
+async fn get_large_range(edge: &TestEdge, body: &[u8]) {
+    let r = get(edge, "/big.bin", &[("range", "bytes=100000-304799")]).await;
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        header(&r, "content-range"),
+        format!("bytes 100000-304799/{}", body.len())
+    );
+    assert_eq!(header(&r, "content-length"), "204800");
+    assert!(
+        r.bytes().await.unwrap() == body[100_000..304_800],
+        "large range differs"
+    );
+}
+
+/// A disk-only entry and a large range of it are sent from its file too, and HTTP/2 (which
+/// frames every body itself) gets the same bytes copied.
 #[tokio::test]
 async fn disk_only_hits_are_sent_from_their_file_and_http2_gets_copies() {
     let dir = tempfile::tempdir().unwrap();
@@ -682,6 +703,9 @@ async fn disk_only_hits_are_sent_from_their_file_and_http2_gets_copies() {
     let len = body.len() as u64;
     let sent = sent_and_read(&edge, 4 * len).await;
     assert_eq!(sent, 2 * len, "bytes sent from the file");
+    get_large_range(&edge, &body).await;
+    let sent = stat(&edge.stats().await, "disk", "sent_bytes");
+    assert_eq!(sent, 2 * len + 204_800, "bytes sent from the file");
 
     let h2 = reqwest::Client::builder()
         .no_proxy()

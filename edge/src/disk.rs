@@ -596,19 +596,25 @@ impl DiskTier {
         Ok((file, stamp))
     }
 
-    /// The whole stored body of `entry` as a body `sender`'s connection sends straight from
-    /// its file with `sendfile`, when the file was verified whole by this process and is
-    /// unchanged since (the trust [`stream`](Self::stream) needs to read it without
-    /// checksums). `None` for an entry with no body file, a file not trusted, or one that
-    /// cannot be opened: the caller sends the body as it would otherwise. When the periodic
-    /// recheck falls due on this read, the caller also sends it otherwise, and the file is
-    /// verified whole on the blocking pool meanwhile (damage found drops the entry).
+    /// `len` bytes of the stored body of `entry` from `offset`, as a body `sender`'s
+    /// connection sends straight from the file with `sendfile`, when the file was verified
+    /// whole by this process and is unchanged since (the trust [`stream`](Self::stream)
+    /// needs to read it without checksums). `None` for an entry with no body file, a file
+    /// not trusted, one that cannot be opened, or a range past its end: the caller sends the
+    /// bytes as it would otherwise. When the periodic recheck falls due on this read, the
+    /// caller also sends them otherwise, and the file is verified whole on the blocking pool
+    /// meanwhile (damage found drops the entry).
     pub fn file_body(
         &self,
         entry: &CachedResponse,
         sender: &edgecache_tls::zero_copy::FileSender,
+        offset: u64,
+        len: u64,
     ) -> Option<axum::body::Body> {
         let d = entry.disk.as_ref()?;
+        if offset.checked_add(len)? > d.len {
+            return None;
+        }
         let (file, stamp) = self.open_body(d).ok()?;
         let recheck = self.next_read_rechecks();
         if self.inner.verified.get(&d.file) != Some(stamp) {
@@ -621,8 +627,8 @@ impl DiskTier {
         self.inner
             .counters
             .sent_bytes
-            .fetch_add(d.len, Ordering::Relaxed);
-        Some(sender.body(file, 0, d.len))
+            .fetch_add(len, Ordering::Relaxed);
+        Some(sender.body(file, offset, len))
     }
 
     /// Reads the body file of `entry` whole on the blocking pool, checking every block:

@@ -131,7 +131,8 @@ pub const FILE_BODY_MIN: u64 = 64 * 1024;
 pub type FileSend<'a> = (&'a DiskTier, &'a FileSender);
 
 /// Answers a GET or HEAD from a stored response whose body is in memory. With `files`, a
-/// large whole body that also has a trusted disk-tier file is sent from that file.
+/// large body (or single range of one) that also has a trusted disk-tier file is sent from
+/// that file.
 pub fn from_entry(
     entry: &Arc<CachedResponse>,
     method: &Method,
@@ -185,15 +186,12 @@ fn answer(
         && method == Method::GET
         && let Some(range) = req.get(RANGE).and_then(|v| v.to_str().ok())
         && if_range_allows(req, &headers)
-        && let Some(resp) = ranged(entry, &headers, range, age, &cache_status, disk)
+        && let Some(resp) = ranged(entry, &headers, range, age, &cache_status, disk, files)
     {
         return resp;
     }
     let len = entry.body_len();
-    let from_file = || {
-        let (tier, sender) = files?;
-        (len >= FILE_BODY_MIN).then(|| tier.file_body(entry, sender))?
-    };
+    let from_file = || file_body(entry, files, 0, len);
     let body = match disk {
         _ if method == Method::HEAD || len == 0 => Body::empty(),
         _ if let Some(body) = from_file() => body,
@@ -278,6 +276,18 @@ fn if_range_allows(req: &HeaderMap, stored: &HeaderMap) -> bool {
     }
 }
 
+/// `len` bytes of the body of `entry` from `offset`, sent from its disk-tier file, when
+/// there are at least [`FILE_BODY_MIN`] of them and the connection and the file allow it.
+fn file_body(
+    entry: &CachedResponse,
+    files: Option<FileSend<'_>>,
+    offset: u64,
+    len: u64,
+) -> Option<Body> {
+    let (tier, sender) = files?;
+    (len >= FILE_BODY_MIN).then(|| tier.file_body(entry, sender, offset, len))?
+}
+
 /// A 206 or 416 for `range`, or `None` when the header is not a valid byte range (it is
 /// then ignored and the whole body served).
 fn ranged(
@@ -287,6 +297,7 @@ fn ranged(
     age: u64,
     cache_status: &HeaderValue,
     disk: Option<&DiskTier>,
+    files: Option<FileSend<'_>>,
 ) -> Option<Response<Body>> {
     let len = entry.body_len();
     let parsed = http_range_header::parse_range_header(range).ok()?;
@@ -303,6 +314,22 @@ fn ranged(
         Err(_) => return None,
     };
     let mut headers = stored.clone();
+    let from_file = match ranges.as_slice() {
+        [r] => file_body(entry, files, *r.start(), r.end() - r.start() + 1),
+        _ => None,
+    };
+    if let (Some(body), [r]) = (from_file, ranges.as_slice()) {
+        headers.insert(
+            CONTENT_RANGE,
+            header_value(format!("bytes {}-{}/{len}", r.start(), r.end())),
+        );
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(r.end() - r.start() + 1));
+        let mut resp = Response::new(body);
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        *resp.headers_mut() = headers;
+        stamp(resp.headers_mut(), age, cache_status.clone());
+        return Some(resp);
+    }
     if let (Some(d), [r]) = (disk, ranges.as_slice()) {
         headers.insert(
             CONTENT_RANGE,
