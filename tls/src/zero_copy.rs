@@ -253,4 +253,98 @@ mod tests {
         let other = vec![0u8; 64];
         assert_eq!(placeholder_offset(&other), None);
     }
+
+    use futures_util::StreamExt;
+    use std::io::Write;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A connected pair on loopback: the writing end wrapped, and the reading end.
+    async fn pair() -> (ZeroCopyIo, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (ZeroCopyIo::new(accepted.unwrap().0), client.unwrap())
+    }
+
+    /// A file of `n` bytes that differ from one offset to the next.
+    fn pattern_file(n: usize) -> (tempfile::NamedTempFile, Vec<u8>) {
+        let bytes: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(&bytes).unwrap();
+        (file, bytes)
+    }
+
+    #[tokio::test]
+    async fn placeholder_frames_go_out_as_their_file_ranges_in_order() {
+        // Two bodies, the second larger than one frame, written with plain bytes around
+        // them as hyper writes heads, through vectored and single writes.
+        let (file, bytes) = pattern_file(FRAME + 300_000);
+        let file = Arc::new(file.reopen().unwrap());
+        let (mut io, mut client) = pair().await;
+        let sender = io.sender();
+        let first = sender.body(file.clone(), 100, 5_000);
+        let second = sender.body(file, 200_000, FRAME as u64 + 50_000);
+        let mut frames = Vec::new();
+        for body in [first, second] {
+            let mut stream = body.into_data_stream();
+            while let Some(frame) = stream.next().await {
+                frames.push(frame.unwrap());
+            }
+        }
+        assert_eq!(frames.len(), 3, "a body over one frame is split");
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let mut head = &b"head-1|"[..];
+        let mut body = &frames[0][..];
+        while !head.is_empty() || !body.is_empty() {
+            let n = io
+                .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+                .await
+                .unwrap();
+            let from_head = n.min(head.len());
+            head = &head[from_head..];
+            body = &body[n - from_head..];
+        }
+        io.write_all(b"|head-2|").await.unwrap();
+        io.write_all(&frames[1]).await.unwrap();
+        io.write_all(&frames[2]).await.unwrap();
+        io.shutdown().await.unwrap();
+        drop(io);
+
+        let mut want = b"head-1|".to_vec();
+        want.extend_from_slice(&bytes[100..5_100]);
+        want.extend_from_slice(b"|head-2|");
+        want.extend_from_slice(&bytes[200_000..200_000 + FRAME + 50_000]);
+        let got = reader.await.unwrap();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "the bytes sent differ from the file's");
+        assert!(
+            sender.queue.lock().unwrap().is_empty(),
+            "ranges left queued"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_placeholder_with_no_range_queued_ends_the_connection_unsent() {
+        let (mut io, mut client) = pair().await;
+        let err = io.write_all(&placeholder()[..10]).await.unwrap_err();
+        assert!(err.to_string().contains("no file range queued"), "{err}");
+        drop(io);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert!(got.is_empty(), "placeholder bytes were sent: {got:?}");
+    }
+
+    #[tokio::test]
+    async fn a_file_shorter_than_its_range_ends_the_connection() {
+        let (file, _) = pattern_file(1_000);
+        let (mut io, _client) = pair().await;
+        let body = io.sender().body(Arc::new(file.reopen().unwrap()), 0, 5_000);
+        let frame = body.into_data_stream().next().await.unwrap().unwrap();
+        let err = io.write_all(&frame).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+    }
 }
