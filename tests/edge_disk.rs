@@ -728,3 +728,83 @@ async fn disk_only_hits_are_sent_from_their_file_and_http2_gets_copies() {
     assert_eq!(stat(&edge.stats().await, "disk", "sent_bytes"), sent);
     assert_eq!(origin.hits(), 2);
 }
+
+/// Requests pipelined on one connection, each sent from the file, come back whole and in
+/// order: the file ranges queued on a connection are sent in the order of its responses.
+#[tokio::test]
+async fn pipelined_requests_sent_from_files_come_back_in_order() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let big = pattern(MIB, 14);
+    let mid = pattern(100 * KIB, 15);
+    let (b, m) = (big.clone(), mid.clone());
+    let origin = TestOrigin::start(move |seen, _| {
+        let body = if seen.uri.ends_with("/mid.bin") {
+            m.clone()
+        } else {
+            b.clone()
+        };
+        resp(
+            200,
+            &[("cache-control", "max-age=3600"), ("etag", "\"v1\"")],
+            body,
+        )
+    })
+    .await;
+    let edge = disk_edge(&origin.url(), dir.path(), |_| {}).await;
+    get_miss(&edge, "/big.bin", &big).await;
+    get_miss(&edge, "/mid.bin", &mid).await;
+    wait_for_disk_entries(&edge, 2).await;
+    // The first read of a process is a recheck, answered from memory: take it first.
+    get_hit(&edge, "/big.bin", "memory", &big).await;
+    let before = stat(&edge.stats().await, "disk", "sent_bytes");
+
+    let mut tcp = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    let request =
+        |path: &str, extra: &str| format!("GET {path} HTTP/1.1\r\nhost: {HOST}\r\n{extra}\r\n");
+    let all = [
+        request("/big.bin", ""),
+        request("/mid.bin", ""),
+        request(
+            "/big.bin",
+            "range: bytes=500000-699999\r\nconnection: close\r\n",
+        ),
+    ]
+    .concat();
+    tcp.write_all(all.as_bytes()).await.unwrap();
+    let mut data = Vec::new();
+    tcp.read_to_end(&mut data).await.unwrap();
+
+    let mut rest = &data[..];
+    for (status, want) in [
+        ("HTTP/1.1 200 OK", &big[..]),
+        ("HTTP/1.1 200 OK", &mid[..]),
+        ("HTTP/1.1 206 Partial Content", &big[500_000..700_000]),
+    ] {
+        let end = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a response head");
+        let head = std::str::from_utf8(&rest[..end]).unwrap();
+        assert!(head.starts_with(status), "{head}");
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .expect("content-length")
+            .parse()
+            .unwrap();
+        let body = &rest[end + 4..end + 4 + len];
+        assert!(body == want, "a pipelined body differs ({status})");
+        rest = &rest[end + 4 + len..];
+    }
+    assert!(
+        rest.is_empty(),
+        "{} bytes after the last response",
+        rest.len()
+    );
+    assert_eq!(
+        stat(&edge.stats().await, "disk", "sent_bytes") - before,
+        (MIB + 100 * KIB + 200_000) as u64
+    );
+    assert_eq!(origin.hits(), 2);
+}
