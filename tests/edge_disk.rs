@@ -799,3 +799,23 @@ async fn pipelined_requests_sent_from_files_come_back_in_order() {
     );
     assert_eq!(origin.hits(), 2);
 }
+
+/// The recheck that falls on a large range verifies the blocks holding that range, not the
+/// whole file: seeking through a large video does not read all of it again.
+#[tokio::test]
+async fn a_recheck_on_a_large_range_reads_only_its_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (body, origin, edge) = disk_only_entry(dir.path(), 16).await;
+    // The first read of a process is a recheck: the range is read as without `sendfile`,
+    // and the one 256 KiB block holding it is verified on the blocking pool.
+    for sent in [0, 100_000] {
+        let r = get(&edge, "/big.bin", &[("range", "bytes=300000-399999")]).await;
+        assert_eq!(r.status(), 206);
+        assert!(r.bytes().await.unwrap() == body[300_000..400_000]);
+        wait_for(&edge, "the range read and its block verified", |s| {
+            s["disk"]["read_bytes"] == 100_000 + 256 * KIB as u64 && s["disk"]["sent_bytes"] == sent
+        })
+        .await;
+    }
+    assert_eq!(origin.hits(), 1);
+}

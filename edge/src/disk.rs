@@ -602,8 +602,8 @@ impl DiskTier {
     /// needs to read it without checksums). `None` for an entry with no body file, a file
     /// not trusted, one that cannot be opened, or a range past its end: the caller sends the
     /// bytes as it would otherwise. When the periodic recheck falls due on this read, the
-    /// caller also sends them otherwise, and the file is verified whole on the blocking pool
-    /// meanwhile (damage found drops the entry).
+    /// caller also sends them otherwise, and the blocks holding them are verified on the
+    /// blocking pool meanwhile (damage found drops the entry).
     pub fn file_body(
         &self,
         entry: &CachedResponse,
@@ -621,7 +621,7 @@ impl DiskTier {
             return None;
         }
         if recheck {
-            self.verify_in_background(entry.clone());
+            self.verify_in_background(entry.clone(), offset, len);
             return None;
         }
         self.inner
@@ -631,26 +631,24 @@ impl DiskTier {
         Some(sender.body(file, offset, len))
     }
 
-    /// Reads the body file of `entry` whole on the blocking pool, checking every block:
-    /// the file is trusted again if it is sound, and its entry dropped if it is not.
-    fn verify_in_background(&self, entry: CachedResponse) {
+    /// Reads the blocks of `entry`'s body file that hold `len` bytes from `offset` on the
+    /// blocking pool, checking each, as a read of those bytes would: damage found drops the
+    /// entry, and a whole body found sound is trusted again. A range checks only its own
+    /// blocks, so a recheck costs no more than the read it stands in for.
+    fn verify_in_background(&self, entry: CachedResponse, offset: u64, len: u64) {
         let tier = self.clone();
         tokio::task::spawn_blocking(move || {
             let Some(d) = &entry.disk else { return };
             let result = tier.open_body(d).and_then(|(file, stamp)| {
-                let read = body::read_range(
-                    &file,
-                    d.len,
-                    &d.crcs,
-                    (0, d.len.saturating_sub(1)),
-                    true,
-                    |_| true,
-                )?;
+                let end = (offset + len).min(d.len).saturating_sub(1);
+                let read = body::read_range(&file, d.len, &d.crcs, (offset, end), true, |_| true)?;
                 tier.inner
                     .counters
                     .read_bytes
                     .fetch_add(read, Ordering::Relaxed);
-                tier.inner.verified.insert(d.file, stamp);
+                if offset == 0 && len == d.len {
+                    tier.inner.verified.insert(d.file, stamp);
+                }
                 Ok(())
             });
             if let Err(e) = result {
