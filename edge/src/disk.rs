@@ -587,8 +587,8 @@ impl DiskTier {
         let (file, stamp) = body::open_checked(&body_path(&self.inner.dir, d.file), d.len)?;
         let file = Arc::new(file);
         self.inner.open_files.insert(d.file, file.clone());
-        // A removal that ran between the open and the insert unlinked the file before it
-        // closed the kept ones (see `remove_file`): a file with no links left is not kept.
+        // A removal that ran between the open and the insert has unlinked the file (see
+        // `remove_file`): a file with no links left is not kept.
         if file.metadata().is_ok_and(|m| m.nlink() == 0) {
             self.inner.open_files.invalidate(&d.file);
             self.inner.open_files.run_pending_tasks();
@@ -908,15 +908,21 @@ fn remove_record(records: &sled::Tree, sizes: &sled::Tree, heads: &Heads, rkey: 
     }
 }
 
-/// Removes a body file and closes it if it is kept open; true if this call removed it.
-/// The path goes first: a read that opened it just before and keeps it open after the
-/// close below finds it unlinked and lets it go (see `open_body`).
+/// Closes a body file if it is kept open and removes it; true if this call removed it.
+/// It is closed before its path goes, so no one sees the file gone and still open, and again
+/// after: a read that opened it just before the removal and keeps it open after the first
+/// close is closed by the second, or, keeping it after both, finds it unlinked and lets it
+/// go itself (see `open_body`).
 fn remove_file(dir: &Path, open_files: &Cache<u64, Arc<std::fs::File>>, file: u64) -> bool {
+    let close = || {
+        open_files.invalidate(&file);
+        // The cache lets go of a removed value in its housekeeping: run it now, so the
+        // descriptor closes with the file's removal, not some time after.
+        open_files.run_pending_tasks();
+    };
+    close();
     let removed = std::fs::remove_file(body_path(dir, file)).is_ok();
-    open_files.invalidate(&file);
-    // The cache lets go of a removed value in its housekeeping: run it now, so the
-    // descriptor closes with the file's removal, not some time after.
-    open_files.run_pending_tasks();
+    close();
     removed
 }
 
