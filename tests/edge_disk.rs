@@ -545,7 +545,8 @@ async fn wait_until_closed(path: &Path, what: &str) {
 }
 
 /// Serves `/big.bin` (a disk-only entry, see [`disk_only_entry`]) from disk three times,
-/// waits for the recheck the first hit started, and checks its one body file is then held open by one descriptor; returns its path.
+/// waits for the recheck the first hit started, and checks its one body file is then held
+/// open by one descriptor; returns its path.
 async fn hits_keep_the_file_open(edge: &TestEdge, dir: &Path, body: &[u8]) -> PathBuf {
     for _ in 0..3 {
         get_hit(edge, "/big.bin", "disk", body).await;
@@ -607,9 +608,10 @@ async fn a_purged_body_file_is_not_kept_open() {
 }
 
 /// Waits until the disk tier has sent and read `total` body bytes between them, and
-/// returns the bytes it sent straight from files. A trusted file is still read whole and
-/// verified on one read in 64 (the first among them), on the blocking pool: that hit is
-/// answered from memory, or, for a disk-only entry, read as it would be without `sendfile`.
+/// returns the bytes it sent straight from files. One read in 64 (the first among them)
+/// rechecks a trusted file: the blocks it asks for are verified on the blocking pool, and
+/// the hit is answered from memory, or, for a disk-only entry, read as it would be without
+/// `sendfile`.
 async fn sent_and_read(edge: &TestEdge, total: u64) -> u64 {
     let stats = wait_for(edge, &format!("{total} bytes sent and read"), |s| {
         s["disk"]["sent_bytes"].as_u64().unwrap() + s["disk"]["read_bytes"].as_u64().unwrap()

@@ -632,29 +632,49 @@ impl DiskTier {
     }
 
     /// Reads the blocks of `entry`'s body file that hold `len` bytes from `offset` on the
-    /// blocking pool, checking each, as a read of those bytes would: damage found drops the
-    /// entry, and a whole body found sound is trusted again. A range checks only its own
-    /// blocks, so a recheck costs no more than the read it stands in for.
+    /// blocking pool, checking each, as a read of those bytes would (see `read_verified`).
+    /// A range checks only its own blocks, so a recheck costs no more than the read it
+    /// stands in for.
     fn verify_in_background(&self, entry: CachedResponse, offset: u64, len: u64) {
         let tier = self.clone();
         tokio::task::spawn_blocking(move || {
             let Some(d) = &entry.disk else { return };
-            let result = tier.open_body(d).and_then(|(file, stamp)| {
-                let end = (offset + len).min(d.len).saturating_sub(1);
-                let read = body::read_range(&file, d.len, &d.crcs, (offset, end), true, |_| true)?;
+            let end = (offset + len).min(d.len).saturating_sub(1);
+            if let Ok(read) = tier.read_verified(&entry, d, (offset, end), |_| true) {
                 tier.inner
                     .counters
                     .read_bytes
                     .fetch_add(read, Ordering::Relaxed);
-                if offset == 0 && len == d.len {
-                    tier.inner.verified.insert(d.file, stamp);
-                }
-                Ok(())
-            });
-            if let Err(e) = result {
-                tier.on_read_error(&entry, &e);
             }
         });
+    }
+
+    /// Reads bytes `start..=end` of the body file of `d` (`entry`'s), checking every block,
+    /// and hands them to `sink` until it returns false. A whole body read to its end is
+    /// trusted again; damage found drops the entry. Blocking. Returns the bytes of the
+    /// blocks read.
+    fn read_verified(
+        &self,
+        entry: &CachedResponse,
+        d: &DiskRef,
+        (start, end): (u64, u64),
+        mut sink: impl FnMut(Vec<u8>) -> bool,
+    ) -> Result<u64, ReadError> {
+        let result = self.open_body(d).and_then(|(file, stamp)| {
+            let mut complete = true;
+            let read = body::read_range(&file, d.len, &d.crcs, (start, end), true, |block| {
+                complete = sink(block);
+                complete
+            })?;
+            if complete && start == 0 && end + 1 == d.len {
+                self.inner.verified.insert(d.file, stamp);
+            }
+            Ok(read)
+        });
+        if let Err(e) = &result {
+            self.on_read_error(entry, e);
+        }
+        result
     }
 
     fn stream_hot(
@@ -698,25 +718,16 @@ impl DiskTier {
         let tier = self.clone();
         tokio::task::spawn_blocking(move || {
             let Some(d) = entry.disk.clone() else { return };
-            let result = tier.open_body(&d).and_then(|(file, stamp)| {
-                let mut complete = true;
-                // Counted before each block is sent: once a client has the last byte,
-                // the counter already shows it.
-                body::read_range(&file, d.len, &d.crcs, (start, end), true, |block| {
-                    tier.inner
-                        .counters
-                        .read_bytes
-                        .fetch_add(block.len() as u64, Ordering::Relaxed);
-                    complete = tx.blocking_send(Ok(Bytes::from(block))).is_ok();
-                    complete
-                })?;
-                if complete && start == 0 && end + 1 == d.len {
-                    tier.inner.verified.insert(d.file, stamp);
-                }
-                Ok(())
+            // Counted before each block is sent: once a client has the last byte, the
+            // counter already shows it.
+            let result = tier.read_verified(&entry, &d, (start, end), |block| {
+                tier.inner
+                    .counters
+                    .read_bytes
+                    .fetch_add(block.len() as u64, Ordering::Relaxed);
+                tx.blocking_send(Ok(Bytes::from(block))).is_ok()
             });
             if let Err(e) = result {
-                tier.on_read_error(&entry, &e);
                 let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
             }
         });

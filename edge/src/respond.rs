@@ -314,29 +314,20 @@ fn ranged(
         Err(_) => return None,
     };
     let mut headers = stored.clone();
-    let from_file = match ranges.as_slice() {
-        [r] => file_body(entry, files, *r.start(), r.end() - r.start() + 1),
+    // One range sent from the file, or read from the disk tier: streamed either way.
+    let streamed = match ranges.as_slice() {
+        [r] => file_body(entry, files, *r.start(), r.end() - r.start() + 1)
+            .or_else(|| disk.map(|d| Body::from_stream(d.stream(entry, *r.start(), *r.end()))))
+            .map(|body| (body, r)),
         _ => None,
     };
-    if let (Some(body), [r]) = (from_file, ranges.as_slice()) {
+    if let Some((body, r)) = streamed {
         headers.insert(
             CONTENT_RANGE,
             header_value(format!("bytes {}-{}/{len}", r.start(), r.end())),
         );
         headers.insert(CONTENT_LENGTH, HeaderValue::from(r.end() - r.start() + 1));
         let mut resp = Response::new(body);
-        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-        *resp.headers_mut() = headers;
-        stamp(resp.headers_mut(), age, cache_status.clone());
-        return Some(resp);
-    }
-    if let (Some(d), [r]) = (disk, ranges.as_slice()) {
-        headers.insert(
-            CONTENT_RANGE,
-            header_value(format!("bytes {}-{}/{len}", r.start(), r.end())),
-        );
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(r.end() - r.start() + 1));
-        let mut resp = Response::new(Body::from_stream(d.stream(entry, *r.start(), *r.end())));
         *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
         *resp.headers_mut() = headers;
         stamp(resp.headers_mut(), age, cache_status.clone());

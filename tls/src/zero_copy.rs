@@ -99,6 +99,7 @@ pub struct ZeroCopyIo {
 }
 
 impl ZeroCopyIo {
+    /// Wraps an accepted plain TCP connection.
     pub fn new(tcp: TcpStream) -> Self {
         Self {
             tcp,
@@ -134,31 +135,21 @@ impl ZeroCopyIo {
                 "a file frame reached the connection out of order",
             )));
         }
-        loop {
-            ready!(self.tcp.poll_write_ready(cx))?;
-            let result = self.tcp.try_io(Interest::WRITABLE, || {
-                let mut offset = range.offset + at as u64;
-                rustix::fs::sendfile(&self.tcp, &*range.file, Some(&mut offset), slice.len())
-                    .map_err(io::Error::from)
-            });
-            match result {
-                Ok(0) => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the body file ended before the bytes promised",
-                    )));
-                }
-                Ok(n) => {
-                    range.sent += n;
-                    if range.sent == range.len {
-                        queue.pop_front();
-                    }
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        let sent = ready!(self.poll_writing(cx, || {
+            let mut offset = range.offset + at as u64;
+            rustix::fs::sendfile(&self.tcp, &*range.file, Some(&mut offset), slice.len())
+        }))?;
+        if sent == 0 {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the body file ended before the bytes promised",
+            )));
         }
+        range.sent += sent;
+        if range.sent == range.len {
+            queue.pop_front();
+        }
+        Poll::Ready(Ok(sent))
     }
 
     /// Writes `bufs` (none of them a placeholder) with `MSG_MORE`: a file's bytes follow
@@ -168,18 +159,29 @@ impl ZeroCopyIo {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.poll_writing(cx, || {
+            rustix::net::sendmsg(
+                &self.tcp,
+                bufs,
+                &mut rustix::net::SendAncillaryBuffer::default(),
+                rustix::net::SendFlags::MORE | rustix::net::SendFlags::NOSIGNAL,
+            )
+        })
+    }
+
+    /// Runs the write `op` once the socket is writable, again after each time it would
+    /// block.
+    fn poll_writing(
+        &self,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut() -> rustix::io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
         loop {
             ready!(self.tcp.poll_write_ready(cx))?;
-            let result = self.tcp.try_io(Interest::WRITABLE, || {
-                rustix::net::sendmsg(
-                    &self.tcp,
-                    bufs,
-                    &mut rustix::net::SendAncillaryBuffer::default(),
-                    rustix::net::SendFlags::MORE | rustix::net::SendFlags::NOSIGNAL,
-                )
-                .map_err(io::Error::from)
-            });
-            match result {
+            match self
+                .tcp
+                .try_io(Interest::WRITABLE, || op().map_err(io::Error::from))
+            {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 other => return Poll::Ready(other),
             }
