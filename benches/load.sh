@@ -40,7 +40,7 @@ while [ $# -gt 0 ]; do
         --no-cold) cold=0 ;;
         --out) out="$2"; shift ;;
         --congestion) congestion="$2"; shift ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "load.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
