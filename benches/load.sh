@@ -9,8 +9,9 @@
 # The server under test runs on core 0, the origin and oha on core 1. Every run is bounded
 # by --duration (oha -z) or a request count, and only loopback addresses are used.
 # Prints req/s, p50, p99 and errors per object size and target (medians of the rounds,
-# rounds interleaved across targets), the server's CPU and peak memory, disk-tier hits,
-# and cold-miss coalescing (1,000 requests over 200 connections for one cold object).
+# rounds interleaved across targets), the server's CPU and oha's, the server's peak memory,
+# disk-tier hits, and cold-miss coalescing (1,000 requests over 200 connections for one
+# cold object). Rows where oha's own core was saturated are named: their p99 is oha's.
 #
 # Every server runs with the same TCP congestion control, cubic unless --congestion says
 # otherwise: as root the script sets it for the run and puts the old one back at exit.
@@ -40,7 +41,7 @@ while [ $# -gt 0 ]; do
         --no-cold) cold=0 ;;
         --out) out="$2"; shift ;;
         --congestion) congestion="$2"; shift ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "load.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -298,7 +299,7 @@ tree_peak_kib() {
 
 hz="$(getconf CLK_TCK)"
 results="$out/results.tsv"
-printf 'target\trow\tround\treq_s\tp50_ms\tp99_ms\terrors\tnon_200\tcpu_pct\torigin_requests\n' > "$results"
+printf 'target\trow\tround\treq_s\tp50_ms\tp99_ms\terrors\tnon_200\tcpu_pct\torigin_requests\toha_cpu_pct\n' > "$results"
 
 # One oha run; appends a row to results.tsv.
 measure() {
@@ -309,14 +310,21 @@ measure() {
     before_ticks="$(tree_ticks "$pid")"
     before_origin="$(origin_requests)"
     json="$out/oha-$target-$row-$round.json"
-    local started=$SECONDS
+    # The CPU oha used: this shell's `times` (its waited children's user and system time)
+    # just before and after it; a builtin with a redirection runs in this shell itself.
+    times > "$out/times.before"
     taskset -c 1 oha --no-tui --output-format json "$@" "$url" > "$json"
-    local elapsed=$((SECONDS - started))
+    times > "$out/times.after"
     local ticks=$(( $(tree_ticks "$pid") - before_ticks ))
     local origin_delta=$(( $(origin_requests) - before_origin ))
-    python3 - "$json" "$target" "$row" "$round" "$ticks" "$hz" "$origin_delta" >> "$results" <<'EOF'
-import json, sys
-path, target, row, rnd, ticks, hz, origin = sys.argv[1:]
+    python3 - "$json" "$target" "$row" "$round" "$ticks" "$hz" "$origin_delta" \
+        "$out/times.before" "$out/times.after" >> "$results" <<'EOF'
+import json, re, sys
+path, target, row, rnd, ticks, hz, origin, times_before, times_after = sys.argv[1:]
+def children_seconds(path):
+    # `times` prints the shell's user and system time, then its children's: "0m1.250s 0m0.310s".
+    line = open(path).read().splitlines()[1]
+    return sum(int(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", line))
 d = json.load(open(path))
 s = d["summary"]
 lat = d.get("latencyPercentiles", {})
@@ -327,11 +335,12 @@ total = sum(codes.values())
 non200 = total - codes.get("200", 0)
 busy = float(s.get("total", 0)) or 1.0
 cpu = 100.0 * int(ticks) / int(hz) / busy
+oha_cpu = 100.0 * (children_seconds(times_after) - children_seconds(times_before)) / busy
 print("\t".join([target, row, rnd, "%.0f" % s["requestsPerSec"],
                  "%.2f" % (1000 * (lat.get("p50") or 0)), "%.2f" % (1000 * (lat.get("p99") or 0)),
-                 str(errors), str(non200), "%.0f" % cpu, origin]))
+                 str(errors), str(non200), "%.0f" % cpu, origin, "%.0f" % oha_cpu]))
 EOF
-    tail -n 1 "$results" | awk -F'\t' '{printf "   %-15s %-10s round %s: %7s req/s  p50 %6s ms  p99 %6s ms  errors %s  non-200 %s  cpu %s%%  origin %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10}'
+    tail -n 1 "$results" | awk -F'\t' '{printf "   %-15s %-10s round %s: %7s req/s  p50 %6s ms  p99 %6s ms  errors %s  non-200 %s  cpu %s%%  oha %s%%  origin %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $11, $10}'
 }
 
 warm() {
@@ -450,16 +459,29 @@ for r in rows:
     if r["row"] not in order:
         order.append(r["row"])
 print()
-print("medians (req/s, p50 ms, p99 ms, server cpu %; errors and non-200 summed)")
-print("%-12s %-15s %9s %8s %8s %6s %7s %7s" % ("row", "target", "req/s", "p50", "p99", "cpu%", "errors", "origin"))
+print("medians (req/s, p50 ms, p99 ms, server cpu %, oha cpu %; errors and non-200 summed)")
+print("%-12s %-15s %9s %8s %8s %6s %6s %7s %7s" % (
+    "row", "target", "req/s", "p50", "p99", "cpu%", "oha%", "errors", "origin"))
+# oha has one core. Where it is nearly all busy, oha sets the pace, and its p99 includes
+# the time responses waited for oha itself: it no longer measures the server alone.
+GENERATOR_BOUND = 95
+bound = []
 for row in order:
     for t in targets + ["origin-direct"]:
         if (t, row) not in by:
             continue
         errors = sum(int(r["errors"]) + int(r["non_200"]) for r in by[(t, row)])
         origin = sum(int(r["origin_requests"]) for r in by[(t, row)])
-        print("%-12s %-15s %9.0f %8.2f %8.2f %6.0f %7d %7d" % (row, t, med("req_s", t, row),
-              med("p50_ms", t, row), med("p99_ms", t, row), med("cpu_pct", t, row), errors, origin))
+        oha = med("oha_cpu_pct", t, row)
+        if oha >= GENERATOR_BOUND and not row.startswith("cold") and t != "origin-direct":
+            bound.append("%s %s" % (t, row))
+        print("%-12s %-15s %9.0f %8.2f %8.2f %6.0f %6.0f %7d %7d" % (row, t, med("req_s", t, row),
+              med("p50_ms", t, row), med("p99_ms", t, row), med("cpu_pct", t, row), oha, errors, origin))
+if bound:
+    print()
+    print("oha's core was at least %d%% busy for: %s." % (GENERATOR_BOUND, ", ".join(bound)))
+    print("There the load generator set the pace, and p99 includes its own queue; the")
+    print("equal-load rows (SIZE@RATE, with --compare) compare the servers' latency.")
 others = [t for t in targets if t in ("nginx", "varnish")]
 if others:
     print()
