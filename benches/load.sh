@@ -12,6 +12,7 @@
 # rounds interleaved across targets), the server's CPU and oha's, the server's peak memory,
 # disk-tier hits, and cold-miss coalescing (1,000 requests over 200 connections for one
 # cold object). Rows where oha's own core was saturated are named: their p99 is oha's.
+# --compare also runs 1 KiB hits with wrk, a lighter load generator, to check that p99.
 #
 # Every server runs with the same TCP congestion control, cubic unless --congestion says
 # otherwise: as root the script sets it for the run and puts the old one back at exit.
@@ -41,7 +42,7 @@ while [ $# -gt 0 ]; do
         --no-cold) cold=0 ;;
         --out) out="$2"; shift ;;
         --congestion) congestion="$2"; shift ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "load.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -69,12 +70,13 @@ if ! command -v oha >/dev/null; then
     cargo install oha --locked
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
-if [ "$compare" = 1 ] && { ! command -v nginx >/dev/null || ! command -v varnishd >/dev/null; }; then
+if [ "$compare" = 1 ] && { ! command -v nginx >/dev/null || ! command -v varnishd >/dev/null ||
+    ! command -v wrk >/dev/null; }; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "== installing nginx and varnish"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx varnish >/dev/null
+        echo "== installing nginx, varnish and wrk"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx varnish wrk >/dev/null
     else
-        echo "load.sh: --compare needs nginx and varnishd (apt-get install nginx varnish)" >&2
+        echo "load.sh: --compare needs nginx, varnishd and wrk (apt-get install nginx varnish wrk)" >&2
         exit 1
     fi
 fi
@@ -353,6 +355,51 @@ EOF
     tail -n 1 "$results" | awk -F'\t' '{printf "   %-15s %-10s round %s: %7s req/s  p50 %6s ms  p99 %6s ms  errors %s  non-200 %s  cpu %s%%  oha %s%%  origin %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $11, $10}'
 }
 
+# One wrk run (one thread on core 1, as oha): a second, lighter load generator, to check
+# the full-speed p99 of small hits where oha's own core runs out. Appends a row to
+# results.tsv with wrk's CPU in the oha_cpu_pct column.
+measure_wrk() {
+    local target="$1" row="$2" round="$3" url="$4"
+    local pid="${pid_of[$target]}"
+    local before_ticks before_origin txt="$out/wrk-$target-$row-$round.txt"
+    before_ticks="$(tree_ticks "$pid")"
+    before_origin="$(origin_requests)"
+    times > "$out/times.before"
+    taskset -c 1 wrk -t1 -c"$connections" -d"${duration}s" --latency "$url" > "$txt"
+    times > "$out/times.after"
+    local ticks=$(( $(tree_ticks "$pid") - before_ticks ))
+    local origin_delta=$(( $(origin_requests) - before_origin ))
+    python3 - "$txt" "$target" "$row" "$round" "$ticks" "$hz" "$origin_delta" \
+        "$out/times.before" "$out/times.after" >> "$results" <<'EOF'
+import re, sys
+path, target, row, rnd, ticks, hz, origin, times_before, times_after = sys.argv[1:]
+text = open(path).read()
+def children_seconds(path):
+    line = open(path).read().splitlines()[1]
+    return sum(int(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", line))
+def ms(value):
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+def field(pattern):
+    m = re.search(pattern, text, re.M)
+    if not m:
+        sys.exit("load.sh: no %r in wrk's output (%s)" % (pattern, path))
+    return m.group(1)
+rps = float(field(r"^Requests/sec:\s+([\d.]+)"))
+seconds = ms(field(r"requests in ([\d.]+(?:us|ms|s|m)),")) / 1000
+socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+errors = sum(int(n) for n in socket.groups()) if socket else 0
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+busy = seconds or 1.0
+cpu = 100.0 * int(ticks) / int(hz) / busy
+wrk_cpu = 100.0 * (children_seconds(times_after) - children_seconds(times_before)) / busy
+print("\t".join([target, row, rnd, "%.0f" % rps,
+                 "%.2f" % ms(field(r"^\s+50%\s+(\S+)")), "%.2f" % ms(field(r"^\s+99%\s+(\S+)")),
+                 str(errors), non2xx.group(1) if non2xx else "0", "%.0f" % cpu, origin, "%.0f" % wrk_cpu]))
+EOF
+    tail -n 1 "$results" | awk -F'\t' '{printf "   %-15s %-10s round %s: %7s req/s  p50 %6s ms  p99 %6s ms  errors %s  non-2xx %s  cpu %s%%  wrk %s%%  origin %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $11, $10}'
+}
+
 warm() {
     local url="$1"
     curl -s -o /dev/null "$url"
@@ -414,6 +461,19 @@ PY
     done
 fi
 
+if [ "$compare" = 1 ] && [[ " $sizes " == *" 1k "* ]]; then
+    # oha's core runs out first at 1 KiB (the fastest target keeps it busier than itself),
+    # so its full-speed p99 there is partly oha's own queue. wrk, written in C, costs
+    # less per response and still has room on the same core; it reads bodies 8 KiB at a
+    # time, so it saturates sooner than oha on large ones, and only 1 KiB is run.
+    echo "== 1 KiB hits at full speed with wrk (a lighter load generator)"
+    for round in $(seq 1 "$rounds"); do
+        for target in "${targets[@]}"; do
+            measure_wrk "$target" "1k-wrk" "$round" "${url_of[$target]}/obj-1k.3f9c2a1b.bin"
+        done
+    done
+fi
+
 # Sum of the edge's origin fetch times, in ms (its `edgecache_origin_fetch_seconds`).
 origin_fetch_ms() {
     curl -s "${admin_of[edgecache]}/metrics" |
@@ -469,9 +529,10 @@ for r in rows:
     if r["row"] not in order:
         order.append(r["row"])
 print()
-print("medians (req/s, p50 ms, p99 ms, server cpu %, oha cpu %; errors and non-200 summed)")
+print("medians (req/s, p50 ms, p99 ms, server cpu %, load generator cpu % (oha, or wrk in")
+print("the -wrk rows); errors and non-200 summed)")
 print("%-12s %-15s %9s %8s %8s %6s %6s %7s %7s" % (
-    "row", "target", "req/s", "p50", "p99", "cpu%", "oha%", "errors", "origin"))
+    "row", "target", "req/s", "p50", "p99", "cpu%", "gen%", "errors", "origin"))
 # oha has one core. Where it is nearly all busy, oha sets the pace, and its p99 includes
 # the time responses waited for oha itself: it no longer measures the server alone.
 GENERATOR_BOUND = 95
@@ -489,9 +550,10 @@ for row in order:
               med("p50_ms", t, row), med("p99_ms", t, row), med("cpu_pct", t, row), oha, errors, origin))
 if bound:
     print()
-    print("oha's core was at least %d%% busy for: %s." % (GENERATOR_BOUND, ", ".join(bound)))
-    print("There the load generator set the pace, and p99 includes its own queue; the")
-    print("equal-load rows (SIZE@RATE, with --compare) compare the servers' latency.")
+    print("The load generator's core was at least %d%% busy for: %s." % (GENERATOR_BOUND, ", ".join(bound)))
+    print("There it set the pace, and p99 includes its own queue; the equal-load rows")
+    print("(SIZE@RATE) and the 1 KiB rows with wrk (1k-wrk), with --compare, compare the")
+    print("servers' latency.")
 others = [t for t in targets if t in ("nginx", "varnish")]
 if others:
     print()
