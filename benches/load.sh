@@ -4,9 +4,10 @@
 #
 #   benches/load.sh [--compare] [--duration SECS] [--rounds N] [--connections N]
 #                   [--sizes "1k 100k 1m 10m"] [--no-disk] [--no-cold] [--out DIR]
-#                   [--congestion ALGO|system]
+#                   [--congestion ALGO|system] [--client-cores LIST]
 #
-# The server under test runs on core 0, oha and the origin (nice -10 as root) on core 1.
+# The server under test runs on core 0, oha and the origin (nice -10 as root) on core 1,
+# or on the cores in --client-cores (a taskset list such as 1-3, none of them core 0).
 # Runs are bounded by --duration (oha -z) or a request count; only loopback is used.
 # Prints req/s, p50, p99 and errors per object size and target (medians of the rounds,
 # rounds interleaved across targets), the server's CPU and oha's, the server's peak memory,
@@ -30,6 +31,7 @@ disk=1
 cold=1
 out=""
 congestion=cubic
+client_cores=1
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -42,7 +44,8 @@ while [ $# -gt 0 ]; do
         --no-cold) cold=0 ;;
         --out) out="$2"; shift ;;
         --congestion) congestion="$2"; shift ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        --client-cores) client_cores="$2"; shift ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "load.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -59,6 +62,24 @@ if [ "$(nproc)" -lt 2 ]; then
     echo "load.sh: needs 2 cores (server on core 0, load generator on core 1)" >&2
     exit 1
 fi
+# The cores in --client-cores, one per line; each must exist here, and core 0 is the server's.
+client_core_list="$(python3 - "$client_cores" "$(nproc)" <<'PY'
+import sys
+spec, online = sys.argv[1], int(sys.argv[2])
+cores = set()
+try:
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        cores.update(range(int(lo), int(hi or lo) + 1))
+except ValueError:
+    sys.exit("load.sh: --client-cores takes a core list such as 1 or 1-3, not %r" % spec)
+if not cores or 0 in cores or max(cores) >= online:
+    sys.exit("load.sh: --client-cores %s: cores must be from 1 to %d (core 0 runs the server)"
+             % (spec, online - 1))
+print("\n".join(str(c) for c in sorted(cores)))
+PY
+)"
+client_core_count="$(echo "$client_core_list" | wc -l)"
 
 echo "== building the release binary"
 cargo build --release --quiet --bin edgecache
@@ -171,17 +192,17 @@ for name in edgecache nginx varnish origin; do
 done
 
 # The origin stands for a server elsewhere, which the load generator does not slow down.
-# Here it shares core 1 with oha, which opens 200 connections at once for the cold misses,
+# Here it shares oha's cores, and oha opens 200 connections at once for the cold misses,
 # so as root it runs at a higher priority (nice -10): it has little to do, and does it
 # when asked, for every target alike.
 origin_prio=()
 if [ "$(id -u)" = 0 ]; then
     origin_prio=(nice -n -10)
-    echo "== starting the origin (core 1, nice -10)"
+    echo "== starting the origin (cores $client_cores, nice -10)"
 else
-    echo "== starting the origin (core 1; not root, so at oha's priority)"
+    echo "== starting the origin (cores $client_cores; not root, so at oha's priority)"
 fi
-RUST_LOG="warn,edgecache_origin=debug" "${origin_prio[@]}" taskset -c 1 "$bin" origin --root "$work/site" \
+RUST_LOG="warn,edgecache_origin=debug" "${origin_prio[@]}" taskset -c "$client_cores" "$bin" origin --root "$work/site" \
     --listen 127.0.0.1:0 > "$work/origin.out" 2> "$work/origin.err" &
 pids+=($!)
 declare -A url_of pid_of admin_of
@@ -325,7 +346,7 @@ measure() {
     # The CPU oha used: this shell's `times` (its waited children's user and system time)
     # just before and after it; a builtin with a redirection runs in this shell itself.
     times > "$out/times.before"
-    taskset -c 1 oha --no-tui --output-format json "$@" "$url" > "$json"
+    taskset -c "$client_cores" oha --no-tui --output-format json "$@" "$url" > "$json"
     times > "$out/times.after"
     local ticks=$(( $(tree_ticks "$pid") - before_ticks ))
     local origin_delta=$(( $(origin_requests) - before_origin ))
@@ -355,7 +376,7 @@ EOF
     tail -n 1 "$results" | awk -F'\t' '{printf "   %-15s %-10s round %s: %7s req/s  p50 %6s ms  p99 %6s ms  errors %s  non-200 %s  cpu %s%%  oha %s%%  origin %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $11, $10}'
 }
 
-# One wrk run (one thread on core 1, as oha): a second, lighter load generator, to check
+# One wrk run (a thread per client core, as oha): a second, lighter load generator, to check
 # the full-speed p99 of small hits where oha's own core runs out. Appends a row to
 # results.tsv with wrk's CPU in the oha_cpu_pct column.
 measure_wrk() {
@@ -365,7 +386,7 @@ measure_wrk() {
     before_ticks="$(tree_ticks "$pid")"
     before_origin="$(origin_requests)"
     times > "$out/times.before"
-    taskset -c 1 wrk -t1 -c"$connections" -d"${duration}s" --latency "$url" > "$txt"
+    taskset -c "$client_cores" wrk -t"$client_core_count" -c"$connections" -d"${duration}s" --latency "$url" > "$txt"
     times > "$out/times.after"
     local ticks=$(( $(tree_ticks "$pid") - before_ticks ))
     local origin_delta=$(( $(origin_requests) - before_origin ))
@@ -511,7 +532,7 @@ for target in "${targets[@]}" $([ "$disk" = 1 ] && echo edgecache-disk); do
     printf '   %-15s %s MiB\n' "$target" "$(( $(tree_peak_kib "${pid_of[$target]}") / 1024 ))"
 done
 
-python3 - "$results" "$out/origin-wait.txt" <<'EOF'
+python3 - "$results" "$out/origin-wait.txt" "$client_core_count" <<'EOF'
 import csv, os, re, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 by = {}
@@ -535,7 +556,7 @@ print("%-12s %-15s %9s %8s %8s %6s %6s %7s %7s" % (
     "row", "target", "req/s", "p50", "p99", "cpu%", "gen%", "errors", "origin"))
 # oha has one core. Where it is nearly all busy, oha sets the pace, and its p99 includes
 # the time responses waited for oha itself: it no longer measures the server alone.
-GENERATOR_BOUND = 95
+GENERATOR_BOUND = 95 * int(sys.argv[3])
 bound = []
 for row in order:
     for t in targets + ["origin-direct"]:
@@ -550,7 +571,7 @@ for row in order:
               med("p50_ms", t, row), med("p99_ms", t, row), med("cpu_pct", t, row), oha, errors, origin))
 if bound:
     print()
-    print("The load generator's core was at least %d%% busy for: %s." % (GENERATOR_BOUND, ", ".join(bound)))
+    print("The load generator's cores were at least %d%% busy for: %s." % (GENERATOR_BOUND, ", ".join(bound)))
     print("There it set the pace, and p99 includes its own queue; the equal-load rows")
     print("(SIZE@RATE) and the 1 KiB rows with wrk (1k-wrk), with --compare, compare the")
     print("servers' latency.")
