@@ -578,8 +578,7 @@ impl DiskTier {
             return match body::stamp_checked(&file, d.len) {
                 Ok(stamp) => Ok((file, stamp)),
                 Err(e) => {
-                    self.inner.open_files.invalidate(&d.file);
-                    self.inner.open_files.run_pending_tasks();
+                    close_kept(&self.inner.open_files, d.file);
                     Err(e)
                 }
             };
@@ -590,8 +589,7 @@ impl DiskTier {
         // A removal that ran between the open and the insert has unlinked the file (see
         // `remove_file`): a file with no links left is not kept.
         if file.metadata().is_ok_and(|m| m.nlink() == 0) {
-            self.inner.open_files.invalidate(&d.file);
-            self.inner.open_files.run_pending_tasks();
+            close_kept(&self.inner.open_files, d.file);
         }
         Ok((file, stamp))
     }
@@ -616,11 +614,12 @@ impl DiskTier {
             return None;
         }
         let (file, stamp) = self.open_body(d).ok()?;
-        let recheck = self.next_read_rechecks();
         if self.inner.verified.get(&d.file) != Some(stamp) {
             return None;
         }
-        if recheck {
+        // Counted only for a trusted file, the read a recheck stands in for: an untrusted
+        // one is not sent from, and a disk read the caller falls back to counts itself.
+        if self.next_read_rechecks() {
             self.verify_in_background(entry.clone(), offset, len);
             return None;
         }
@@ -925,16 +924,18 @@ fn remove_record(records: &sled::Tree, sizes: &sled::Tree, heads: &Heads, rkey: 
 /// close is closed by the second, or, keeping it after both, finds it unlinked and lets it
 /// go itself (see `open_body`).
 fn remove_file(dir: &Path, open_files: &Cache<u64, Arc<std::fs::File>>, file: u64) -> bool {
-    let close = || {
-        open_files.invalidate(&file);
-        // The cache lets go of a removed value in its housekeeping: run it now, so the
-        // descriptor closes with the file's removal, not some time after.
-        open_files.run_pending_tasks();
-    };
-    close();
+    close_kept(open_files, file);
     let removed = std::fs::remove_file(body_path(dir, file)).is_ok();
-    close();
+    close_kept(open_files, file);
     removed
+}
+
+/// Stops keeping body file `file` open. The cache lets go of a removed value in its
+/// housekeeping: that runs now, so the descriptor closes at once (once no read still holds
+/// it), not some time after.
+fn close_kept(open_files: &Cache<u64, Arc<std::fs::File>>, file: u64) {
+    open_files.invalidate(&file);
+    open_files.run_pending_tasks();
 }
 
 fn body_path(dir: &Path, file: u64) -> PathBuf {

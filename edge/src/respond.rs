@@ -191,10 +191,9 @@ fn answer(
         return resp;
     }
     let len = entry.body_len();
-    let from_file = || file_body(entry, files, 0, len);
     let body = match disk {
         _ if method == Method::HEAD || len == 0 => Body::empty(),
-        _ if let Some(body) = from_file() => body,
+        _ if let Some(body) = file_body(entry, files, 0, len) => body,
         Some(d) => Body::from_stream(d.stream(entry, 0, len - 1)),
         None => Body::from(body_of(entry)),
     };
