@@ -332,70 +332,37 @@ tree_peak_kib() {
 
 hz="$(getconf CLK_TCK)"
 results="$out/results.tsv"
-printf 'target\trow\tround\treq_s\tp50_ms\tp99_ms\terrors\tnon_200\tcpu_pct\torigin_requests\toha_cpu_pct\n' > "$results"
+printf 'target\trow\tround\treq_s\tp50_ms\tp99_ms\terrors\tnon_200\tcpu_pct\torigin_requests\tgen_cpu_pct\n' > "$results"
 
-# One oha run; appends a row to results.tsv.
-measure() {
-    local target="$1" row="$2" round="$3" url="$4"
-    shift 4
+# One run of a load generator, `oha` (arguments after URL go to it) or `wrk` (full speed
+# for --duration over --connections, a thread per client core); appends a row to
+# results.tsv with the generator's own CPU in gen_cpu_pct.
+measure_with() {
+    local gen="$1" target="$2" row="$3" round="$4" url="$5"
+    shift 5
     local pid="${pid_of[$target]}"
-    local before_ticks before_origin json
+    local before_ticks before_origin output="$out/$gen-$target-$row-$round.out"
     before_ticks="$(tree_ticks "$pid")"
     before_origin="$(origin_requests)"
-    json="$out/oha-$target-$row-$round.json"
-    # The CPU oha used: this shell's `times` (its waited children's user and system time)
-    # just before and after it; a builtin with a redirection runs in this shell itself.
+    # The generator's CPU: this shell's `times` (its waited children's user and system
+    # time) just before and after it; a builtin with a redirection runs in this shell.
     times > "$out/times.before"
-    taskset -c "$client_cores" oha --no-tui --output-format json "$@" "$url" > "$json"
+    if [ "$gen" = wrk ]; then
+        taskset -c "$client_cores" wrk -t"$client_core_count" -c"$connections" -d"${duration}s" \
+            --latency "$url" > "$output"
+    else
+        taskset -c "$client_cores" oha --no-tui --output-format json "$@" "$url" > "$output"
+    fi
     times > "$out/times.after"
     local ticks=$(( $(tree_ticks "$pid") - before_ticks ))
     local origin_delta=$(( $(origin_requests) - before_origin ))
-    python3 - "$json" "$target" "$row" "$round" "$ticks" "$hz" "$origin_delta" \
+    python3 - "$gen" "$output" "$target" "$row" "$round" "$ticks" "$hz" "$origin_delta" \
         "$out/times.before" "$out/times.after" >> "$results" <<'EOF'
 import json, re, sys
-path, target, row, rnd, ticks, hz, origin, times_before, times_after = sys.argv[1:]
-def children_seconds(path):
-    # `times` prints the shell's user and system time, then its children's: "0m1.250s 0m0.310s".
-    line = open(path).read().splitlines()[1]
-    return sum(int(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", line))
-d = json.load(open(path))
-s = d["summary"]
-lat = d.get("latencyPercentiles", {})
-codes = d.get("statusCodeDistribution", {})
-# Requests still in flight when -z ends are cut off by oha itself: not the server's errors.
-errors = sum(n for e, n in d.get("errorDistribution", {}).items() if e != "aborted due to deadline")
-total = sum(codes.values())
-non200 = total - codes.get("200", 0)
-busy = float(s.get("total", 0)) or 1.0
-cpu = 100.0 * int(ticks) / int(hz) / busy
-oha_cpu = 100.0 * (children_seconds(times_after) - children_seconds(times_before)) / busy
-print("\t".join([target, row, rnd, "%.0f" % s["requestsPerSec"],
-                 "%.2f" % (1000 * (lat.get("p50") or 0)), "%.2f" % (1000 * (lat.get("p99") or 0)),
-                 str(errors), str(non200), "%.0f" % cpu, origin, "%.0f" % oha_cpu]))
-EOF
-    tail -n 1 "$results" | awk -F'\t' '{printf "   %-15s %-10s round %s: %7s req/s  p50 %6s ms  p99 %6s ms  errors %s  non-200 %s  cpu %s%%  oha %s%%  origin %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $11, $10}'
-}
-
-# One wrk run (a thread per client core, as oha): a second, lighter load generator, to check
-# the full-speed p99 of small hits where oha's own core runs out. Appends a row to
-# results.tsv with wrk's CPU in the oha_cpu_pct column.
-measure_wrk() {
-    local target="$1" row="$2" round="$3" url="$4"
-    local pid="${pid_of[$target]}"
-    local before_ticks before_origin txt="$out/wrk-$target-$row-$round.txt"
-    before_ticks="$(tree_ticks "$pid")"
-    before_origin="$(origin_requests)"
-    times > "$out/times.before"
-    taskset -c "$client_cores" wrk -t"$client_core_count" -c"$connections" -d"${duration}s" --latency "$url" > "$txt"
-    times > "$out/times.after"
-    local ticks=$(( $(tree_ticks "$pid") - before_ticks ))
-    local origin_delta=$(( $(origin_requests) - before_origin ))
-    python3 - "$txt" "$target" "$row" "$round" "$ticks" "$hz" "$origin_delta" \
-        "$out/times.before" "$out/times.after" >> "$results" <<'EOF'
-import re, sys
-path, target, row, rnd, ticks, hz, origin, times_before, times_after = sys.argv[1:]
+gen, path, target, row, rnd, ticks, hz, origin, times_before, times_after = sys.argv[1:]
 text = open(path).read()
 def children_seconds(path):
+    # `times` prints the shell's user and system time, then its children's: "0m1.250s 0m0.310s".
     line = open(path).read().splitlines()[1]
     return sum(int(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", line))
 def ms(value):
@@ -404,22 +371,37 @@ def ms(value):
 def field(pattern):
     m = re.search(pattern, text, re.M)
     if not m:
-        sys.exit("load.sh: no %r in wrk's output (%s)" % (pattern, path))
+        sys.exit("load.sh: no %r in %s's output (%s)" % (pattern, gen, path))
     return m.group(1)
-rps = float(field(r"^Requests/sec:\s+([\d.]+)"))
-seconds = ms(field(r"requests in ([\d.]+(?:us|ms|s|m)),")) / 1000
-socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-errors = sum(int(n) for n in socket.groups()) if socket else 0
-non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-busy = seconds or 1.0
+if gen == "wrk":
+    rps = float(field(r"^Requests/sec:\s+([\d.]+)"))
+    p50, p99 = ms(field(r"^\s+50%\s+(\S+)")), ms(field(r"^\s+99%\s+(\S+)"))
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    errors = sum(int(n) for n in socket.groups()) if socket else 0
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    non200 = int(non2xx.group(1)) if non2xx else 0
+    busy = ms(field(r"requests in ([\d.]+(?:us|ms|s|m)),")) / 1000
+else:
+    d = json.loads(text)
+    s = d["summary"]
+    rps = s["requestsPerSec"]
+    lat = d.get("latencyPercentiles", {})
+    p50, p99 = 1000 * (lat.get("p50") or 0), 1000 * (lat.get("p99") or 0)
+    codes = d.get("statusCodeDistribution", {})
+    # Requests still in flight when -z ends are cut off by oha itself: not the server's errors.
+    errors = sum(n for e, n in d.get("errorDistribution", {}).items() if e != "aborted due to deadline")
+    non200 = sum(codes.values()) - codes.get("200", 0)
+    busy = float(s.get("total", 0))
+busy = busy or 1.0
 cpu = 100.0 * int(ticks) / int(hz) / busy
-wrk_cpu = 100.0 * (children_seconds(times_after) - children_seconds(times_before)) / busy
-print("\t".join([target, row, rnd, "%.0f" % rps,
-                 "%.2f" % ms(field(r"^\s+50%\s+(\S+)")), "%.2f" % ms(field(r"^\s+99%\s+(\S+)")),
-                 str(errors), non2xx.group(1) if non2xx else "0", "%.0f" % cpu, origin, "%.0f" % wrk_cpu]))
+gen_cpu = 100.0 * (children_seconds(times_after) - children_seconds(times_before)) / busy
+print("\t".join([target, row, rnd, "%.0f" % rps, "%.2f" % p50, "%.2f" % p99,
+                 str(errors), str(non200), "%.0f" % cpu, origin, "%.0f" % gen_cpu]))
 EOF
-    tail -n 1 "$results" | awk -F'\t' '{printf "   %-15s %-10s round %s: %7s req/s  p50 %6s ms  p99 %6s ms  errors %s  non-2xx %s  cpu %s%%  wrk %s%%  origin %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $11, $10}'
+    tail -n 1 "$results" | awk -F'\t' -v gen="$gen" '{printf "   %-15s %-10s round %s: %7s req/s  p50 %6s ms  p99 %6s ms  errors %s  non-200 %s  cpu %s%%  %s %s%%  origin %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, gen, $11, $10}'
 }
+
+measure() { measure_with oha "$@"; }
 
 warm() {
     local url="$1"
@@ -490,7 +472,7 @@ if [ "$compare" = 1 ] && [[ " $sizes " == *" 1k "* ]]; then
     echo "== 1 KiB hits at full speed with wrk (a lighter load generator)"
     for round in $(seq 1 "$rounds"); do
         for target in "${targets[@]}"; do
-            measure_wrk "$target" "1k-wrk" "$round" "${url_of[$target]}/obj-1k.3f9c2a1b.bin"
+            measure_with wrk "$target" "1k-wrk" "$round" "${url_of[$target]}/obj-1k.3f9c2a1b.bin"
         done
     done
 fi
@@ -564,11 +546,11 @@ for row in order:
             continue
         errors = sum(int(r["errors"]) + int(r["non_200"]) for r in by[(t, row)])
         origin = sum(int(r["origin_requests"]) for r in by[(t, row)])
-        oha = med("oha_cpu_pct", t, row)
-        if oha >= GENERATOR_BOUND and not row.startswith("cold") and t != "origin-direct":
+        gen = med("gen_cpu_pct", t, row)
+        if gen >= GENERATOR_BOUND and not row.startswith("cold") and t != "origin-direct":
             bound.append("%s %s" % (t, row))
         print("%-12s %-15s %9.0f %8.2f %8.2f %6.0f %6.0f %7d %7d" % (row, t, med("req_s", t, row),
-              med("p50_ms", t, row), med("p99_ms", t, row), med("cpu_pct", t, row), oha, errors, origin))
+              med("p50_ms", t, row), med("p99_ms", t, row), med("cpu_pct", t, row), gen, errors, origin))
 if bound:
     print()
     print("The load generator's cores were at least %d%% busy for: %s." % (GENERATOR_BOUND, ", ".join(bound)))
