@@ -166,6 +166,10 @@ pub struct OriginArgs {
     /// Listen address; port 0 picks a free port.
     #[arg(long)]
     pub listen: Option<String>,
+    /// Serve dot-files under this path prefix, e.g. /.well-known/ (repeatable; replaces
+    /// the config's allow_dot_paths). Dot-files are 404 otherwise.
+    #[arg(long = "allow-dot-path", value_name = "PREFIX")]
+    pub allow_dot_paths: Vec<String>,
 }
 
 /// Runs the chosen command to completion.
@@ -325,6 +329,9 @@ async fn run_origin(args: OriginArgs) -> anyhow::Result<()> {
     };
     if let Some(listen) = &args.listen {
         config.listen = Some(listen.clone());
+    }
+    if !args.allow_dot_paths.is_empty() {
+        config.allow_dot_paths.clone_from(&args.allow_dot_paths);
     }
     config.validate()?;
     let addr = config

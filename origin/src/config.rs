@@ -1,9 +1,10 @@
-//! Origin configuration: the document root, `Cache-Control` rules and `Surrogate-Key` tag rules.
+//! Origin configuration: the document root, `Cache-Control` and `Surrogate-Key` rules, allowed dot-paths.
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::dot_paths::DotPaths;
 use crate::error::OriginError;
 use crate::rules::Rules;
 
@@ -35,6 +36,12 @@ pub const FINGERPRINTED: &str = "@fingerprinted";
 /// tags = ["images", "static"]
 /// ```
 ///
+/// Dot-files and dot-directories (`/.env`, `/.git/config`, `/a/.secret/x`) answer 404, the
+/// same as a missing file, unless `allow_dot_paths` (a top-level key of `[origin]`, e.g.
+/// `allow_dot_paths = ["/.well-known/"]`) lists a decoded path prefix, starting with `/`,
+/// that spells out every dot-named segment of the path. The built-in
+/// `/.edgecache/fallback.js` is always served.
+///
 /// Patterns are globs over the decoded URL path, which always starts with `/`. `*` also
 /// matches `/`, so `*.html` matches `/docs/a.html`. A directory request is matched as its
 /// index file (`/docs/` as `/docs/index.html`). The special pattern `"@fingerprinted"`
@@ -51,6 +58,9 @@ pub struct OriginConfig {
     pub cache_rules: Vec<CacheRule>,
     #[serde(default)]
     pub tags: Vec<TagRule>,
+    /// Path prefixes under which dot-named files and directories are served, e.g. `"/.well-known/"`.
+    #[serde(default)]
+    pub allow_dot_paths: Vec<String>,
 }
 
 /// One `Cache-Control` rule: paths matching `pattern` get `cache_control` verbatim.
@@ -107,6 +117,7 @@ impl OriginConfig {
             listen: None,
             cache_rules: default_cache_rules(),
             tags: Vec::new(),
+            allow_dot_paths: Vec::new(),
         }
     }
 
@@ -114,7 +125,8 @@ impl OriginConfig {
     /// `origin.cache_rules[1].pattern: invalid glob …` or `origin.root: /x is not a directory`.
     pub fn validate(&self) -> Result<(), OriginError> {
         check_root(&self.root)?;
-        Rules::compile(self).map(drop)
+        Rules::compile(self)?;
+        DotPaths::compile(self).map(drop)
     }
 }
 
@@ -153,6 +165,7 @@ mod tests {
             .collect();
         assert_eq!(patterns, [FINGERPRINTED, "*.html", "*"]);
         assert!(config.tags.is_empty());
+        assert!(config.allow_dot_paths.is_empty());
         assert_eq!(config.listen, None);
     }
 
@@ -226,18 +239,35 @@ mod tests {
     fn deserializes_with_defaults_and_refuses_unknown_keys() {
         let config: OriginConfig = serde_json::from_str(r#"{"root": "/srv"}"#).unwrap();
         assert_eq!(config.cache_rules, default_cache_rules());
+        assert!(config.allow_dot_paths.is_empty());
         let config: OriginConfig = serde_json::from_str(
             r#"{"root": "/srv", "cache_rules": [{"pattern": "*", "cache_control": "no-store"}],
-                "tags": [{"pattern": "/img/**", "tags": ["images"]}]}"#,
+                "tags": [{"pattern": "/img/**", "tags": ["images"]}],
+                "allow_dot_paths": ["/.well-known/"]}"#,
         )
         .unwrap();
         assert_eq!(config.cache_rules, [CacheRule::new("*", "no-store")]);
         assert_eq!(config.tags, [TagRule::new("/img/**", ["images"])]);
+        assert_eq!(config.allow_dot_paths, ["/.well-known/"]);
         let err = serde_json::from_str::<OriginConfig>(r#"{"root": "/srv", "rooot": 1}"#)
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field `rooot`"), "{err}");
         assert!(serde_json::from_str::<OriginConfig>(r#"{"listen": "x"}"#).is_err());
+    }
+
+    #[test]
+    fn allow_dot_paths_entry_without_leading_slash_is_named() {
+        let dir = site();
+        let mut config = OriginConfig::new(dir.path());
+        config.allow_dot_paths = vec!["/.well-known/".into(), ".well-known/".into()];
+        let err = config.validate().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            r#"origin.allow_dot_paths[1]: ".well-known/" must start with /"#
+        );
+        config.allow_dot_paths.truncate(1);
+        config.validate().unwrap();
     }
 
     #[test]

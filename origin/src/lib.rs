@@ -10,6 +10,7 @@
 //! - `rules` — compiled cache and tag rules, fingerprint detection
 //! - `server` — [`Origin`], the request handler and [`run`]
 //! - `path` — safe resolution of a request path under the root
+//! - `dot_paths` — dot-files and dot-directories, refused unless `allow_dot_paths` names them
 //! - `respond` — one file's response: 200, 206, 304, 412 or 416
 //! - `conditional` — `If-Match`, `If-None-Match`, `If-(Un)Modified-Since`, `If-Range`
 //! - `range` — `Range` planning; `multipart` — `multipart/byteranges` framing
@@ -21,6 +22,7 @@
 mod body;
 mod conditional;
 mod config;
+mod dot_paths;
 mod error;
 mod headers;
 mod multipart;

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
+use crate::dot_paths::DotPaths;
 use crate::error::OriginError;
 
 /// Served for a request naming a directory.
@@ -111,20 +112,76 @@ pub(crate) enum Resolved {
     Redirect(String),
 }
 
-/// Resolves `request` under `root`, which must already be canonical.
+/// The canonical document root and which dot-named paths under it may be served.
+#[derive(Debug, Clone)]
+pub(crate) struct DocumentRoot {
+    path: PathBuf,
+    dot_paths: DotPaths,
+}
+
+impl DocumentRoot {
+    /// `path` must already be canonical, so containment checks compare like with like.
+    pub(crate) fn new(path: PathBuf, dot_paths: DotPaths) -> Self {
+        DocumentRoot { path, dot_paths }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The canonical form of `path` (the root joined with request segments) if it may be
+    /// served: it exists, stays inside the root, and neither the name asked for nor the name
+    /// it resolves to has a dot-named component the config does not allow.
+    ///
+    /// Every file the origin reads (the file, a directory's index, a precompressed sibling)
+    /// goes through here, so this is the one place dot-files are refused. Both names are
+    /// checked because a symlink can hide either: `public-git -> .git` and `.env -> env.txt`.
+    /// A refusal looks exactly like a missing file.
+    pub(crate) async fn canonical(&self, path: &Path) -> Option<PathBuf> {
+        if !self.permits(path) {
+            tracing::debug!(path = %path.display(), "dot-named path refused");
+            return None;
+        }
+        let canonical = tokio::fs::canonicalize(path).await.ok()?;
+        if !canonical.starts_with(&self.path) {
+            return None;
+        }
+        if !self.permits(&canonical) {
+            tracing::debug!(
+                path = %path.display(),
+                resolved = %canonical.display(),
+                "resolves to a dot-named path, refused"
+            );
+            return None;
+        }
+        Some(canonical)
+    }
+
+    /// Whether the components of `path` below the root pass the dot-path rule. Components
+    /// of the root itself never count: a site may well live in `~/.sites/blog`.
+    fn permits(&self, path: &Path) -> bool {
+        let Ok(relative) = path.strip_prefix(&self.path) else {
+            return false;
+        };
+        let components: Vec<&std::ffi::OsStr> =
+            relative.components().map(|c| c.as_os_str()).collect();
+        self.dot_paths.permits(&components)
+    }
+}
+
+/// Resolves `request` under `root`.
 ///
 /// Symlinks are followed, but only to targets inside the root: anything whose canonical path
-/// leaves the root is reported as missing, so the response does not reveal what lies outside.
+/// leaves the root, or that is a dot-file not allowed by the config, is reported as missing,
+/// so the response does not reveal what lies outside or what is hidden.
 pub(crate) async fn resolve(
-    root: &Path,
+    root: &DocumentRoot,
     request: &RequestPath,
     query: Option<&str>,
 ) -> Result<Resolved, OriginError> {
-    let mut path = root.to_path_buf();
+    let mut path = root.path.clone();
     path.extend(&request.segments);
-    let canonical = canonical_inside(root, &path)
-        .await
-        .ok_or(OriginError::NotFound)?;
+    let canonical = root.canonical(&path).await.ok_or(OriginError::NotFound)?;
     let meta = tokio::fs::metadata(&canonical)
         .await
         .map_err(|_| OriginError::NotFound)?;
@@ -134,9 +191,7 @@ pub(crate) async fn resolve(
             return Ok(Resolved::Redirect(request.directory_location(query)));
         }
         path.push(INDEX_FILE);
-        let index = canonical_inside(root, &path)
-            .await
-            .ok_or(OriginError::NotFound)?;
+        let index = root.canonical(&path).await.ok_or(OriginError::NotFound)?;
         if !is_file(&index).await {
             return Err(OriginError::NotFound);
         }
@@ -157,12 +212,6 @@ pub(crate) async fn resolve(
         canonical,
         url_path: request.decoded(),
     })
-}
-
-/// The canonical form of `path` if it exists and stays inside the canonical `root`.
-pub(crate) async fn canonical_inside(root: &Path, path: &Path) -> Option<PathBuf> {
-    let canonical = tokio::fs::canonicalize(path).await.ok()?;
-    canonical.starts_with(root).then_some(canonical)
 }
 
 /// Whether `path` (already canonical) is a regular file.
@@ -241,8 +290,9 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), root.join("out")).unwrap();
         std::os::unix::fs::symlink(root.join("a.txt"), root.join("alias.txt")).unwrap();
 
+        let document_root = DocumentRoot::new(root.clone(), DotPaths::default());
         let resolve = |raw: &str| {
-            let root = root.clone();
+            let root = document_root.clone();
             let request = RequestPath::parse(raw).unwrap();
             async move { resolve(&root, &request, None).await }
         };
@@ -292,5 +342,83 @@ mod tests {
             Err(OriginError::NotFound)
         ));
         assert!(matches!(resolve("/out/").await, Err(OriginError::NotFound)));
+    }
+
+    #[tokio::test]
+    async fn dot_names_asked_for_or_resolved_to_are_not_found_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        for (name, content) in [
+            (".env", "env"),
+            (".git/config", "git"),
+            ("a/.secret/x", "x"),
+            (".well-known/security.txt", "sec"),
+            (".well-known/index.html", "wk"),
+            (".well-known/.git/config", "nested"),
+            ("plain.txt", "plain"),
+        ] {
+            let path = root.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, content).unwrap();
+        }
+        std::os::unix::fs::symlink(root.join(".git"), root.join("public-git")).unwrap();
+        std::os::unix::fs::symlink(root.join("plain.txt"), root.join(".alias")).unwrap();
+        std::os::unix::fs::symlink(root.join(".well-known"), root.join("wk")).unwrap();
+
+        let mut config = crate::config::OriginConfig::new(&root);
+        let resolves = |config: &crate::config::OriginConfig, raw: &str| {
+            let root = DocumentRoot::new(root.clone(), DotPaths::compile(config).unwrap());
+            let request = RequestPath::parse(raw).unwrap();
+            async move { resolve(&root, &request, None).await.ok() }
+        };
+        for raw in [
+            "/.env",
+            "/%2eenv",
+            "/.git/config",
+            "/.%67it/config",
+            "/.git",
+            "/.git/",
+            "/a/.secret/x",
+            "/.well-known/security.txt",
+            "/public-git/config",
+            "/.alias",
+            "/wk/security.txt",
+        ] {
+            assert_eq!(resolves(&config, raw).await, None, "{raw}");
+        }
+        assert!(resolves(&config, "/plain.txt").await.is_some());
+
+        config.allow_dot_paths = vec!["/.well-known/".into()];
+        for raw in ["/.well-known/security.txt", "/%2ewell-known/security.txt"] {
+            let Some(Resolved::File { canonical, .. }) = resolves(&config, raw).await else {
+                panic!("{raw} not served");
+            };
+            assert_eq!(canonical, root.join(".well-known/security.txt"));
+        }
+        assert_eq!(
+            resolves(&config, "/.well-known").await,
+            Some(Resolved::Redirect("/.well-known/".into()))
+        );
+        assert!(resolves(&config, "/.well-known/").await.is_some());
+        assert!(
+            resolves(&config, "/wk/security.txt").await.is_some(),
+            "an allowed target may be reached through any name"
+        );
+        assert_eq!(resolves(&config, "/.well-known/.git/config").await, None);
+        assert_eq!(resolves(&config, "/.env").await, None);
+        assert_eq!(resolves(&config, "/public-git/config").await, None);
+    }
+
+    #[tokio::test]
+    async fn a_dot_named_root_is_not_itself_hidden() {
+        let parent = tempfile::tempdir().unwrap();
+        let root = parent.path().canonicalize().unwrap().join(".site");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("a.txt"), "a").unwrap();
+        let document_root = DocumentRoot::new(root.clone(), DotPaths::default());
+        assert_eq!(
+            document_root.canonical(&root.join("a.txt")).await,
+            Some(root.join("a.txt"))
+        );
     }
 }

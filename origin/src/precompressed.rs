@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::path::{canonical_inside, is_file};
+use crate::path::{DocumentRoot, is_file};
 
 /// The content coding of the bytes actually sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,8 +104,8 @@ pub(crate) struct Siblings {
 }
 
 impl Siblings {
-    /// Looks for `<path>.br` and `<path>.gz`, accepting only regular files inside `root`.
-    pub(crate) async fn find(root: &Path, path: &Path) -> Self {
+    /// Looks for `<path>.br` and `<path>.gz`, accepting only regular files `root` may serve.
+    pub(crate) async fn find(root: &DocumentRoot, path: &Path) -> Self {
         Siblings {
             br: sibling(root, path, "br").await,
             gz: sibling(root, path, "gz").await,
@@ -131,18 +131,19 @@ impl Siblings {
     }
 }
 
-async fn sibling(root: &Path, path: &Path, extension: &str) -> Option<PathBuf> {
+async fn sibling(root: &DocumentRoot, path: &Path, extension: &str) -> Option<PathBuf> {
     let mut name = path.file_name()?.to_os_string();
     name.push(".");
     name.push(extension);
     let candidate = path.with_file_name(name);
-    let canonical = canonical_inside(root, &candidate).await?;
+    let canonical = root.canonical(&candidate).await?;
     is_file(&canonical).await.then_some(canonical)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dot_paths::DotPaths;
 
     fn accept(header: &str) -> (u16, u16) {
         let parsed = AcceptEncoding::parse(Some(header));
@@ -229,10 +230,16 @@ mod tests {
         std::fs::write(root.join("b.js"), "b").unwrap();
         std::os::unix::fs::symlink(outside.path(), root.join("b.js.br")).unwrap();
 
-        let a = Siblings::find(&root, &root.join("a.js")).await;
+        let document_root = DocumentRoot::new(root.clone(), DotPaths::default());
+        let a = Siblings::find(&document_root, &root.join("a.js")).await;
         assert_eq!(a.gz, Some(root.join("a.js.gz")));
         assert_eq!(a.br, None, "a directory is not a sibling");
-        let b = Siblings::find(&root, &root.join("b.js")).await;
+        let b = Siblings::find(&document_root, &root.join("b.js")).await;
         assert!(!b.any(), "a symlink out of the root is not a sibling");
+        std::fs::write(root.join(".env"), "secret").unwrap();
+        std::fs::write(root.join("c.js"), "c").unwrap();
+        std::os::unix::fs::symlink(root.join(".env"), root.join("c.js.gz")).unwrap();
+        let c = Siblings::find(&document_root, &root.join("c.js")).await;
+        assert!(!c.any(), "a symlink to a dot-file is not a sibling");
     }
 }

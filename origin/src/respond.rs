@@ -17,6 +17,7 @@ use crate::conditional::{self, Precondition};
 use crate::error::OriginError;
 use crate::headers::{Representation, Validators, content_type};
 use crate::multipart::Multipart;
+use crate::path::DocumentRoot;
 use crate::precompressed::{AcceptEncoding, Encoding, Siblings};
 use crate::range::{self, RangePlan, range_len};
 use crate::rules::Rules;
@@ -36,7 +37,7 @@ pub(crate) struct FileRequest<'a> {
 
 /// Answers a GET or HEAD for one file with 200, 206, 304, 412 or 416.
 pub(crate) async fn respond(
-    root: &Path,
+    root: &DocumentRoot,
     rules: &Rules,
     request: FileRequest<'_>,
 ) -> Result<Response, OriginError> {
@@ -225,10 +226,12 @@ mod tests {
 
     use super::*;
     use crate::config::OriginConfig;
+    use crate::dot_paths::DotPaths;
 
     struct Fixture {
         _dir: tempfile::TempDir,
         root: std::path::PathBuf,
+        document_root: DocumentRoot,
         rules: Rules,
     }
 
@@ -240,6 +243,7 @@ mod tests {
         let rules = Rules::compile(&OriginConfig::new(&root)).unwrap();
         Fixture {
             _dir: dir,
+            document_root: DocumentRoot::new(root.clone(), DotPaths::default()),
             root,
             rules,
         }
@@ -258,7 +262,9 @@ mod tests {
             canonical: &path,
             url_path: "/a.txt",
         };
-        respond(&fx.root, &fx.rules, request).await.unwrap()
+        respond(&fx.document_root, &fx.rules, request)
+            .await
+            .unwrap()
     }
 
     async fn body(response: Response) -> Vec<u8> {

@@ -1,7 +1,7 @@
 //! The origin HTTP service: shared state, the request handler, and `run` for binaries and tests.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,8 +15,9 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::config::OriginConfig;
+use crate::dot_paths::DotPaths;
 use crate::error::OriginError;
-use crate::path::{RequestPath, Resolved, resolve};
+use crate::path::{DocumentRoot, RequestPath, Resolved, resolve};
 use crate::respond::{FileRequest, respond};
 use crate::rules::Rules;
 
@@ -27,8 +28,7 @@ pub struct Origin {
 }
 
 struct Shared {
-    /// Canonical, so containment checks compare like with like.
-    root: PathBuf,
+    root: DocumentRoot,
     rules: Rules,
     requests: AtomicU64,
 }
@@ -36,7 +36,7 @@ struct Shared {
 impl std::fmt::Debug for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Origin")
-            .field("root", &self.inner.root)
+            .field("root", &self.inner.root.path())
             .field("requests", &self.requests())
             .finish_non_exhaustive()
     }
@@ -50,9 +50,10 @@ impl Origin {
             OriginError::config("origin.root", format!("{}: {err}", config.root.display()))
         })?;
         let rules = Rules::compile(&config)?;
+        let dot_paths = DotPaths::compile(&config)?;
         Ok(Origin {
             inner: Arc::new(Shared {
-                root,
+                root: DocumentRoot::new(root, dot_paths),
                 rules,
                 requests: AtomicU64::new(0),
             }),
@@ -74,7 +75,7 @@ impl Origin {
 
     /// The canonical document root.
     pub fn root(&self) -> &Path {
-        &self.inner.root
+        self.inner.root.path()
     }
 }
 

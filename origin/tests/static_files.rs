@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use edgecache_origin::{Origin, OriginConfig, TagRule};
+use edgecache_origin::{FALLBACK_JS, FALLBACK_JS_PATH, Origin, OriginConfig, TagRule};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,6 +24,10 @@ struct Site {
 
 impl Site {
     async fn start() -> Site {
+        Site::start_allowing_dot_paths(&[]).await
+    }
+
+    async fn start_allowing_dot_paths(allow_dot_paths: &[&str]) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         write_site(dir.path(), outside.path());
@@ -32,6 +36,7 @@ impl Site {
             TagRule::new("/img/**", ["images", "static"]),
             TagRule::new("*.png", ["png", "static"]),
         ];
+        config.allow_dot_paths = allow_dot_paths.iter().map(|p| (*p).to_owned()).collect();
         let origin = Origin::new(config).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -64,6 +69,11 @@ impl Site {
         (status, headers, response.bytes().await.unwrap().to_vec())
     }
 
+    async fn head(&self, path: &str) -> (StatusCode, HeaderMap) {
+        let response = self.client.head(self.url(path)).send().await.unwrap();
+        (response.status(), response.headers().clone())
+    }
+
     /// Sends the request target verbatim, since an HTTP client library would normalise `..`.
     async fn raw_get(&self, target: &str) -> (u16, String) {
         let mut stream = TcpStream::connect(self.addr).await.unwrap();
@@ -81,6 +91,11 @@ impl Site {
         (status, body)
     }
 }
+
+const ENV_SECRET: &[u8] = b"DATABASE_PASSWORD=env-secret";
+const GIT_SECRET: &[u8] = b"[remote] url = https://token:git-secret@example.com";
+const HIDDEN_SECRET: &[u8] = b"hidden-dir-secret";
+const SECURITY_TXT: &[u8] = b"Contact: mailto:security@example.com\n";
 
 fn big_content() -> Vec<u8> {
     (0..300_001u32).map(|i| (i % 251) as u8).collect()
@@ -109,6 +124,16 @@ fn write_site(root: &Path, outside: &Path) {
     style
         .set_modified(UNIX_EPOCH + Duration::from_secs(STYLE_MTIME))
         .unwrap();
+    write(".env", ENV_SECRET);
+    write(".git/config", GIT_SECRET);
+    write(".htpasswd", b"admin:$apr1$htpasswd-secret");
+    write("sub/.hidden/file", HIDDEN_SECRET);
+    write(".well-known/security.txt", SECURITY_TXT);
+    write(".well-known/.git/config", GIT_SECRET);
+    // Undotted names for dotted targets: what is served is decided by the resolved name too.
+    std::os::unix::fs::symlink(root.join(".git"), root.join("public-git")).unwrap();
+    std::os::unix::fs::symlink(root.join(".well-known"), root.join("wk")).unwrap();
+    std::os::unix::fs::symlink(root.join("digits.txt"), root.join(".digits-alias")).unwrap();
     std::fs::write(outside.join("secret.txt"), b"top secret").unwrap();
     std::os::unix::fs::symlink(outside.join("secret.txt"), root.join("leak.txt")).unwrap();
     std::os::unix::fs::symlink(outside, root.join("leakdir")).unwrap();
@@ -567,4 +592,160 @@ async fn run_refuses_a_bad_config_naming_the_key() {
         .await
         .unwrap_err();
     assert!(err.to_string().starts_with("origin.root: "), "{err}");
+}
+
+/// The exact answer for a file that does not exist, which a hidden one must match.
+async fn missing_file_answer(site: &Site) -> (u16, String) {
+    let answer = site.raw_get("/no-such-file").await;
+    assert_eq!(answer, (404, "not found\n".to_owned()));
+    answer
+}
+
+#[tokio::test]
+async fn dot_files_and_directories_are_404_like_a_missing_file() {
+    let site = Site::start().await;
+    let missing = missing_file_answer(&site).await;
+    for target in [
+        "/.env",
+        "/%2eenv",
+        "/%2Eenv",
+        "/.git/config",
+        "/.%67it/config",
+        "/%2egit/config",
+        "/.git",
+        "/.git/",
+        "/.htpasswd",
+        "/sub/.hidden/file",
+        "/sub/%2ehidden/file",
+        "/sub/.hidden/",
+        "/.well-known/security.txt",
+    ] {
+        let (status, body) = site.raw_get(target).await;
+        assert_eq!((status, &body), (missing.0, &missing.1), "{target}");
+        for secret in [ENV_SECRET, GIT_SECRET, HIDDEN_SECRET, b"htpasswd-secret"] {
+            let secret = String::from_utf8_lossy(secret);
+            assert!(!body.contains(&*secret), "{target} leaked {secret}");
+        }
+    }
+    // Through the client too, so nothing depends on the raw request line.
+    let (status, headers, body) = site.get("/.env", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body, b"not found\n");
+    assert!(!headers.contains_key("etag") && !headers.contains_key("last-modified"));
+}
+
+#[tokio::test]
+async fn head_of_a_dot_file_is_404_without_its_length() {
+    let site = Site::start().await;
+    let (missing_status, missing_headers) = site.head("/no-such-file").await;
+    for path in ["/.env", "/%2eenv", "/.git/config", "/sub/.hidden/file"] {
+        let (status, headers) = site.head(path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(
+            headers.get("content-length"),
+            missing_headers.get("content-length"),
+            "{path}: length must be the 404's, not the file's"
+        );
+    }
+    assert_eq!(missing_status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_dot_directory_behind_an_undotted_symlink_is_404() {
+    let site = Site::start().await;
+    let (status, _, body) = site.get("/public-git/config", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body, b"not found\n");
+    assert_eq!(site.get("/public-git/", &[]).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        site.get("/public-git", &[]).await.0,
+        StatusCode::NOT_FOUND,
+        "not a redirect that would reveal a directory"
+    );
+    assert_eq!(
+        site.get("/.digits-alias", &[]).await.0,
+        StatusCode::NOT_FOUND,
+        "a dotted name is refused even when its target is not"
+    );
+    assert_eq!(site.get("/digits.txt", &[]).await.2, b"0123456789");
+}
+
+#[tokio::test]
+async fn well_known_is_404_unless_allowed() {
+    let site = Site::start().await;
+    let (status, _, body) = site.get("/.well-known/security.txt", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body, b"not found\n");
+    assert_eq!(
+        site.get("/wk/security.txt", &[]).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn allowed_dot_prefix_is_served_with_its_bytes() {
+    let site = Site::start_allowing_dot_paths(&["/.well-known/"]).await;
+    let (status, headers, body) = site.get("/.well-known/security.txt", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, SECURITY_TXT);
+    assert_eq!(
+        header(&headers, "content-type"),
+        "text/plain; charset=utf-8"
+    );
+    let (status, headers) = site.head("/.well-known/security.txt").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        header(&headers, "content-length"),
+        SECURITY_TXT.len().to_string()
+    );
+    let (status, body) = site.raw_get("/%2ewell-known/security.txt").await;
+    assert_eq!((status, body.as_bytes()), (200, SECURITY_TXT));
+    let (status, _, body) = site.get("/wk/security.txt", &[]).await;
+    assert_eq!(
+        (status, body.as_slice()),
+        (StatusCode::OK, SECURITY_TXT),
+        "an allowed file may be reached through an undotted symlink"
+    );
+
+    // The allowance names one directory; every other dot-path stays hidden.
+    let missing = missing_file_answer(&site).await;
+    for target in [
+        "/.well-known/.git/config",
+        "/.env",
+        "/.git/config",
+        "/sub/.hidden/file",
+        "/public-git/config",
+    ] {
+        assert_eq!(site.raw_get(target).await, missing, "{target}");
+    }
+}
+
+#[tokio::test]
+async fn fallback_script_is_served_though_its_path_is_dotted() {
+    let site = Site::start().await;
+    let (status, headers, body) = site.get(FALLBACK_JS_PATH, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, FALLBACK_JS.as_bytes());
+    assert_eq!(
+        header(&headers, "content-type"),
+        "application/javascript; charset=utf-8"
+    );
+    let (status, headers) = site.head(FALLBACK_JS_PATH).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        header(&headers, "content-length"),
+        FALLBACK_JS.len().to_string()
+    );
+}
+
+#[tokio::test]
+async fn a_bad_allow_dot_path_is_a_config_error_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = OriginConfig::new(dir.path());
+    config.allow_dot_paths = vec!["/.well-known/".into(), ".well-known/".into()];
+    let err = Origin::new(config).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"origin.allow_dot_paths[1]: ".well-known/" must start with /"#
+    );
 }
