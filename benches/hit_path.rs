@@ -1,5 +1,5 @@
-//! The cache-hit path, piece by piece and whole: key normalisation, memory-tier lookup,
-//! freshness evaluation and response assembly.
+//! The cache-hit path, piece by piece and whole: request checks and key normalisation,
+//! memory-tier lookup, freshness evaluation and response assembly.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -10,7 +10,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use edgecache_edge::cache_control::CacheControl;
 use edgecache_edge::cache_status::CacheStatus;
 use edgecache_edge::entry::CachedResponse;
-use edgecache_edge::key::{CacheKey, KeyRules};
+use edgecache_edge::forward::check_request;
+use edgecache_edge::key::KeyRules;
 use edgecache_edge::memory::{Lookup, MemoryTier};
 use edgecache_edge::policy::PolicyConfig;
 use edgecache_edge::respond;
@@ -46,8 +47,11 @@ fn bench(c: &mut Criterion) {
         .parse()
         .unwrap();
     let req = request_headers();
+    let mut parts = http::Request::get(uri).body(()).unwrap().into_parts().0;
+    parts.headers = req.clone();
+    let no_body = axum::body::Body::empty();
     let tier = MemoryTier::new(256 << 20, 8 << 20);
-    let key = CacheKey::from_request("http", &uri, &req, "localhost", &rules);
+    let key = check_request(&parts, &no_body, &rules).unwrap();
     let now = SystemTime::now();
     let entry = Arc::new(CachedResponse::new(
         StatusCode::OK,
@@ -61,7 +65,7 @@ fn bench(c: &mut Criterion) {
     tier.store(&key, entry.clone());
 
     c.bench_function("key_normalise", |b| {
-        b.iter(|| CacheKey::from_request("http", black_box(&uri), &req, "localhost", &rules))
+        b.iter(|| check_request(black_box(&parts), &no_body, &rules))
     });
     c.bench_function("memory_lookup", |b| {
         b.iter(|| black_box(tier.lookup(black_box(&key), &req)))
@@ -88,7 +92,9 @@ fn bench(c: &mut Criterion) {
     c.bench_function("hit_path_whole", |b| {
         b.iter(|| {
             let now = SystemTime::now();
-            let key = CacheKey::from_request("http", black_box(&uri), &req, "localhost", &rules);
+            let Ok(key) = check_request(black_box(&parts), &no_body, &rules) else {
+                unreachable!("a valid request")
+            };
             let cc = CacheControl::for_request(&req);
             let Lookup::Found(e) = tier.lookup(&key, &req) else {
                 unreachable!("entry stored above")

@@ -33,6 +33,9 @@ pub struct EdgeConfig {
     pub cache: CacheConfig,
     pub timeouts: TimeoutConfig,
     pub purge: PurgeConfig,
+    /// What the edge tells the origin about a request: forwarding headers and the headers
+    /// it removes.
+    pub forwarding: ForwardingConfig,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1) on the public listener with this certificate.
     pub tls: Option<TlsConfig>,
     /// How long shutdown waits for responses in flight before closing their connections.
@@ -55,6 +58,7 @@ impl Default for EdgeConfig {
             cache: CacheConfig::default(),
             purge: PurgeConfig::default(),
             timeouts: TimeoutConfig::default(),
+            forwarding: ForwardingConfig::default(),
             tls: None,
             shutdown_grace: HumanDuration(Duration::from_secs(30)),
             access_log_per_second: 100,
@@ -268,6 +272,24 @@ pub struct CacheConfig {
     /// answers 5xx, if the response set no longer `stale-if-error`. Responses with
     /// `must-revalidate`, `proxy-revalidate`, `s-maxage` or `no-cache` are never served stale.
     pub stale_if_error: HumanDuration,
+    /// What is done with a response carrying `Set-Cookie`.
+    pub set_cookie: SetCookie,
+}
+
+/// How the cache treats responses that set a cookie: one visitor's session cookie must not
+/// be replayed to every later visitor of the same URL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SetCookie {
+    /// Stored without its `Set-Cookie` (the client whose request fetched it still gets the
+    /// origin's field); not stored at all on heuristic freshness (nginx and Varnish store
+    /// neither).
+    #[default]
+    Strip,
+    /// Never stored: every request for it reaches the origin.
+    Bypass,
+    /// Stored and replayed with its `Set-Cookie`, as RFC 9111 allows a shared cache to.
+    Store,
 }
 
 impl Default for CacheConfig {
@@ -277,6 +299,54 @@ impl Default for CacheConfig {
             heuristic_fraction: 0.1,
             heuristic_max: HumanDuration(Duration::from_secs(86_400)),
             stale_if_error: HumanDuration(Duration::from_secs(86_400)),
+            set_cookie: SetCookie::Strip,
+        }
+    }
+}
+
+/// The `[edge.forwarding]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardingConfig {
+    /// Peers (addresses or CIDR blocks, e.g. a shield PoP or a load balancer) whose
+    /// `X-Forwarded-For`, `X-Forwarded-Host`, `X-Forwarded-Proto` and `Forwarded` are kept
+    /// and extended. From anyone else the edge writes them afresh.
+    pub trusted_peers: Vec<String>,
+    /// Request headers removed before a request goes upstream: headers some origins and
+    /// frameworks act on (rewriting the URL, the method or the scheme) that are not part of
+    /// the cache key. Replaces the default list.
+    pub strip_headers: Vec<String>,
+}
+
+/// Headers known to make origins answer for another URL, method, scheme or host than the
+/// one keyed, or to spoof the client's address.
+pub const DEFAULT_STRIP_HEADERS: [&str; 16] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-forwarded-scheme",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-host",
+    "x-original-host",
+    "x-url-scheme",
+    "front-end-https",
+    "x-real-ip",
+    "true-client-ip",
+];
+
+impl Default for ForwardingConfig {
+    fn default() -> Self {
+        Self {
+            trusted_peers: Vec::new(),
+            strip_headers: DEFAULT_STRIP_HEADERS
+                .iter()
+                .map(|&h| h.to_owned())
+                .collect(),
         }
     }
 }

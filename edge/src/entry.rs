@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::{
-    AGE, CONNECTION, CONTENT_LENGTH, ETAG, HeaderName, HeaderValue, LAST_MODIFIED, VARY,
+    AGE, CONNECTION, CONTENT_LENGTH, ETAG, HeaderName, HeaderValue, LAST_MODIFIED, SET_COOKIE, VARY,
 };
 use http::{HeaderMap, StatusCode};
 
@@ -37,7 +37,8 @@ pub struct CachedResponse {
     /// The request header values the response varies on, as the request sent them (a
     /// thin box: most responses do not vary, and pay 8 bytes for it).
     vary: Option<Box<VaryValues>>,
-    /// When this entry was stored or last refreshed.
+    /// When the origin exchange that stored or last refreshed this entry began: a purge
+    /// at or after that instant covers it, however late the response arrived.
     pub stored_at: UnixMs,
     /// Where the body lives on the disk tier, if it was written there (boxed: most
     /// entries of a memory-only edge have none, and the reference is 48 bytes).
@@ -94,13 +95,13 @@ impl CachedResponse {
         response_time: SystemTime,
         policy: &PolicyConfig,
     ) -> Self {
-        let fields = stored_fields(headers);
+        let fields = stored_fields(headers, policy);
         Self {
             headers: StoredHead::new(status, &fields),
             body: Bytes::new(),
             freshness: freshness_of(status, headers, request_time, response_time, policy),
             vary: boxed_vary(capture_vary(headers, request_headers)),
-            stored_at: response_time.into(),
+            stored_at: request_time.into(),
             disk: None,
         }
     }
@@ -165,7 +166,7 @@ impl CachedResponse {
         policy: &PolicyConfig,
     ) -> Self {
         let mut merged = self.headers.to_map_with_hidden(0);
-        let update = stored_fields(not_modified);
+        let update = stored_fields(not_modified, policy);
         let mut replaced: Vec<HeaderName> = Vec::new();
         for (name, value) in &update {
             // The 304's own Edgecache-Cache-Control lines replace the stored ones below.
@@ -191,10 +192,10 @@ impl CachedResponse {
         let status = self.status();
         Self {
             freshness: freshness_of(status, &merged, request_time, response_time, policy),
-            headers: StoredHead::new(status, &stored_fields(&merged)),
+            headers: StoredHead::new(status, &stored_fields(&merged, policy)),
             body: self.body.clone(),
             vary: self.vary.clone(),
-            stored_at: response_time.into(),
+            stored_at: request_time.into(),
             disk: self.disk.clone(),
         }
     }
@@ -289,11 +290,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// computes its own), none a qualified `no-cache="…"` or `private="…"` names (RFC 9111
 /// §5.2.2.4, §5.2.2.7), and no `Content-Length`: the stored body's length is the truth
 /// (the origin may have sent it chunked), and responses are given it when they are sent.
-pub(crate) fn stored_fields(headers: &HeaderMap) -> HeaderMap {
+/// `Set-Cookie` is one visitor's: it is kept only when the policy says `store`.
+pub(crate) fn stored_fields(headers: &HeaderMap, policy: &PolicyConfig) -> HeaderMap {
     let mut fields = headers.clone();
     strip_hop_by_hop(&mut fields);
     fields.remove(AGE);
     fields.remove(CONTENT_LENGTH);
+    if !policy.keeps_set_cookie() {
+        fields.remove(SET_COOKIE);
+    }
     let (cc, _) = CacheControl::for_response(headers);
     for field in cc.no_cache_fields.iter().chain(&cc.private_fields) {
         fields.remove(field.as_str());

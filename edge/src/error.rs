@@ -30,6 +30,10 @@ pub enum UpstreamError {
     /// The TLS handshake with the origin failed, e.g. its certificate is not trusted.
     #[error("origin TLS handshake failed: {0}")]
     Tls(String),
+    /// The client's request body was malformed or cut short: the client's fault, not the
+    /// origin's.
+    #[error("client request body: {0}")]
+    ClientBody(String),
 }
 
 impl UpstreamError {
@@ -37,6 +41,7 @@ impl UpstreamError {
         match self {
             Self::FirstByteTimeout(_) | Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Connect(_) | Self::Protocol(_) | Self::Tls(_) => StatusCode::BAD_GATEWAY,
+            Self::ClientBody(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -47,6 +52,7 @@ impl UpstreamError {
             Self::FirstByteTimeout(_) | Self::Timeout => "origin-timeout",
             Self::Protocol(_) => "origin-broken",
             Self::Tls(_) => "origin-tls-failed",
+            Self::ClientBody(_) => "client-body-invalid",
         }
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use futures_util::StreamExt;
-use http::header::{AGE, CONTENT_LENGTH, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH};
+use http::header::{AGE, CONTENT_LENGTH, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, SET_COOKIE};
 use http::{HeaderMap, Method, StatusCode};
 use tracing::{debug, warn};
 
@@ -17,7 +17,7 @@ use crate::error::UpstreamError;
 use crate::key::CacheKey;
 use crate::metrics::FetchOutcome;
 use crate::node::Edge;
-use crate::policy::{Freshness, storable};
+use crate::policy::{Freshness, set_cookie_allows, storable};
 
 /// What the fetch task needs from the request that started it.
 pub struct FetchRequest {
@@ -158,6 +158,9 @@ impl Edge {
             response_time,
             &self.policy(),
         );
+        let policy = self.policy();
+        let not_storable =
+            not_storable.or_else(|| set_cookie_allows(&policy, &origin_headers, &freshness).err());
         let keep = not_storable.is_none()
             && !(replaces_stale && status.is_server_error())
             && worth_storing(&freshness, &origin_headers, response_time);
@@ -188,11 +191,17 @@ impl Edge {
         let head = FetchedHead {
             status,
             headers: client_headers,
+            // One visitor's cookie reaches the client whose request fetched it, never
+            // the clients that joined the fetch.
             unshared_fields: cc
                 .no_cache_fields
                 .iter()
                 .chain(&cc.private_fields)
                 .cloned()
+                .chain(
+                    (!policy.keeps_set_cookie() && origin_headers.contains_key(SET_COOKIE))
+                        .then(|| "set-cookie".to_owned()),
+                )
                 .collect(),
             stored: keep
                 && (fits_memory || writer.is_some() || (length.is_none() && self.disk.is_none())),

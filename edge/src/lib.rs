@@ -10,6 +10,7 @@
 //!   one buffer). [`memory`]: the moka tier.
 //! - [`respond`]: conditionals, ranges and full responses from stored entries.
 //! - [`cache_status`]: RFC 9211 `Cache-Status`. [`metrics`], [`admin`]: observability.
+//! - [`forward`]: request checks (host, target, framing) and the headers sent upstream.
 //! - [`upstream`]: the origin client. [`config`], [`error`].
 //! - [`reload`]: live reload of origins, freshness rules and certificates.
 
@@ -23,6 +24,7 @@ pub mod disk;
 pub mod entry;
 pub mod error;
 pub mod fetch;
+pub mod forward;
 pub mod key;
 pub mod memory;
 pub mod metrics;

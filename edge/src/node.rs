@@ -6,6 +6,7 @@ use crate::coalesce::Coalescer;
 use crate::config::EdgeConfig;
 use crate::disk::DiskTier;
 use crate::error::EdgeError;
+use crate::forward::ForwardRules;
 use crate::key::KeyRules;
 use crate::memory::MemoryTier;
 use crate::metrics::Metrics;
@@ -26,6 +27,8 @@ pub struct Edge {
     /// Freshness tunables; replaced by a reload.
     pub(crate) policy: ArcSwap<PolicyConfig>,
     pub(crate) key_rules: KeyRules,
+    /// What travels upstream: trusted peers, headers removed; replaced by a reload.
+    pub(crate) forward: ArcSwap<ForwardRules>,
     pub(crate) memory: MemoryTier,
     pub(crate) disk: Option<DiskTier>,
     pub(crate) coalescer: Coalescer,
@@ -74,6 +77,9 @@ impl Edge {
             status_name: format!("edgecache-{}", config.pop),
             policy: ArcSwap::from_pointee(policy_of(config)),
             key_rules: key_rules.clone(),
+            forward: ArcSwap::from_pointee(
+                ForwardRules::new(&config.forwarding).map_err(EdgeError::Config)?,
+            ),
             memory: MemoryTier::new(config.memory.size.0, max_object),
             metrics: Metrics::new(&config.pop, disk.as_ref()),
             purges: match &config.disk.dir {
@@ -139,5 +145,6 @@ pub(crate) fn policy_of(config: &EdgeConfig) -> PolicyConfig {
         heuristic_fraction: config.cache.heuristic_fraction,
         heuristic_max: config.cache.heuristic_max.0.as_secs(),
         stale_if_error_default: config.cache.stale_if_error.0.as_secs(),
+        set_cookie: config.cache.set_cookie,
     }
 }

@@ -3,10 +3,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::{AGE, AUTHORIZATION, DATE, EXPIRES, LAST_MODIFIED, VARY};
+use http::header::{AGE, AUTHORIZATION, DATE, EXPIRES, LAST_MODIFIED, SET_COOKIE, VARY};
 use http::{HeaderMap, Method, StatusCode};
 
 use crate::cache_control::{CacheControl, DELTA_SECONDS_MAX, MaxStale, Targeted, parse_delta};
+pub use crate::config::SetCookie;
 
 /// Tunables of the freshness model.
 #[derive(Debug, Clone, Copy)]
@@ -19,6 +20,8 @@ pub struct PolicyConfig {
     /// when the response did not say (RFC 9111 §4.2.4 lets a disconnected cache do so
     /// unless `must-revalidate`, `proxy-revalidate`, `s-maxage` or `no-cache` forbid it).
     pub stale_if_error_default: u64,
+    /// What is done with responses carrying `Set-Cookie`.
+    pub set_cookie: SetCookie,
 }
 
 impl Default for PolicyConfig {
@@ -27,7 +30,34 @@ impl Default for PolicyConfig {
             heuristic_fraction: 0.1,
             heuristic_max: 86_400,
             stale_if_error_default: 86_400,
+            set_cookie: SetCookie::Strip,
         }
+    }
+}
+
+impl PolicyConfig {
+    /// Whether a stored response keeps its `Set-Cookie` fields.
+    pub fn keeps_set_cookie(&self) -> bool {
+        self.set_cookie == SetCookie::Store
+    }
+}
+
+/// A response with `Set-Cookie` may be stored only as `[edge.cache] set_cookie` says: never
+/// with `bypass`; with `strip` (the default) only on explicit freshness, since heuristic
+/// freshness would hand one visitor's response (frameworks set session cookies on static
+/// files too) to others for up to a day; with `store`, as RFC 9111 allows.
+pub fn set_cookie_allows(
+    policy: &PolicyConfig,
+    headers: &HeaderMap,
+    freshness: &Freshness,
+) -> Result<(), NotStorable> {
+    if !headers.contains_key(SET_COOKIE) {
+        return Ok(());
+    }
+    match policy.set_cookie {
+        SetCookie::Bypass => Err(NotStorable::SetCookie),
+        SetCookie::Strip if freshness.heuristic => Err(NotStorable::SetCookie),
+        SetCookie::Strip | SetCookie::Store => Ok(()),
     }
 }
 
@@ -42,6 +72,7 @@ pub enum NotStorable {
     VaryStar,
     NoFreshness,
     MustUnderstand,
+    SetCookie,
 }
 
 impl NotStorable {
@@ -55,6 +86,7 @@ impl NotStorable {
             Self::VaryStar => "vary-star",
             Self::NoFreshness => "no-freshness",
             Self::MustUnderstand => "must-understand",
+            Self::SetCookie => "set-cookie",
         }
     }
 }
@@ -664,5 +696,41 @@ mod tests {
         assert_eq!(check(&h), Err(NotStorable::Authorization));
         let h = headers(&[("cache-control", "max-age=10, public".into())]);
         assert_eq!(check(&h), Ok(()));
+    }
+
+    #[test]
+    fn set_cookie_is_stored_only_as_configured() {
+        let t = at(0);
+        let explicit = headers(&[
+            ("set-cookie", "session=alice".into()),
+            ("cache-control", "public, max-age=60".into()),
+        ]);
+        let heuristic = headers(&[
+            ("set-cookie", "session=alice".into()),
+            ("last-modified", date(at(0) - Duration::from_secs(86_400))),
+        ]);
+        let plain = headers(&[("last-modified", date(at(0) - Duration::from_secs(86_400)))]);
+        let verdict = |mode: SetCookie, h: &HeaderMap| {
+            let policy = PolicyConfig {
+                set_cookie: mode,
+                ..PolicyConfig::default()
+            };
+            set_cookie_allows(&policy, h, &fresh(h, t))
+        };
+        assert!(fresh(&heuristic, t).heuristic);
+        assert_eq!(verdict(SetCookie::Strip, &explicit), Ok(()));
+        assert_eq!(
+            verdict(SetCookie::Strip, &heuristic),
+            Err(NotStorable::SetCookie)
+        );
+        assert_eq!(
+            verdict(SetCookie::Bypass, &explicit),
+            Err(NotStorable::SetCookie)
+        );
+        assert_eq!(verdict(SetCookie::Store, &heuristic), Ok(()));
+        for mode in [SetCookie::Strip, SetCookie::Bypass, SetCookie::Store] {
+            assert_eq!(verdict(mode, &plain), Ok(()), "{mode:?}");
+        }
+        assert!(!PolicyConfig::default().keeps_set_cookie());
     }
 }

@@ -21,13 +21,13 @@ use crate::disk::DiskLookup;
 use crate::entry::{CachedResponse, strip_hop_by_hop};
 use crate::error::UpstreamError;
 use crate::fetch::FetchRequest;
+use crate::forward::{self, BadRequest, ClientBody, Purpose, check_request};
 use crate::key::CacheKey;
 use crate::memory::Lookup;
 use crate::node::Edge;
 use crate::policy::Usability;
 use crate::purge::Verdict;
 use crate::respond::{self, Precondition, evaluate_preconditions};
-use crate::upstream::{forward_headers, strip_conditionals};
 use edgecache_tls::zero_copy::FileSender;
 
 /// The axum handler for every request on the public listener.
@@ -38,42 +38,9 @@ pub async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    let (resp, state) = if edge.is_loop(&parts.headers) {
-        let status = CacheStatus {
-            detail: Some("loop"),
-            ..CacheStatus::forward(Fwd::Bypass)
-        };
-        warn!(uri = %parts.uri, "request came back through this edge: loop");
-        let resp = edge.error_response(
-            StatusCode::LOOP_DETECTED,
-            "forwarding loop: this edge already forwarded this request",
-            status,
-        );
-        (resp, CacheState::Error)
-    } else if parts.uri.path() == FALLBACK_JS_PATH && parts.method == Method::GET {
-        let mut resp = fallback_js();
-        let status = CacheStatus {
-            hit: true,
-            detail: Some("built-in"),
-            ..CacheStatus::default()
-        };
-        respond::stamp(
-            resp.headers_mut(),
-            0,
-            status.render(&edge.status_name, None),
-        );
-        (resp, CacheState::Hit)
-    } else if parts.method == Method::GET || parts.method == Method::HEAD {
-        edge.serve(&parts, peer).await
-    } else if parts.method.as_str() == "PURGE" {
-        (edge.purge_method(&parts), CacheState::Pass)
-    } else {
-        let asked = Instant::now();
-        // Boxed, as the fetches in `serve` are: the handler's future is moved into a box
-        // on every request, and should be sized for the hit path, not for these.
-        let (mut resp, state) = Box::pin(edge.pass(parts.clone(), body, peer)).await;
-        resp.extensions_mut().insert(OriginWait(asked.elapsed()));
-        (resp, state)
+    let (resp, state) = match check_request(&parts, &body, &edge.key_rules) {
+        Err(bad) => (edge.bad_request(&parts, bad), CacheState::Error),
+        Ok(key) => edge.dispatch(&parts, key, body, peer).await,
     };
     let elapsed = started.elapsed();
     edge.metrics.request(state, elapsed);
@@ -111,14 +78,61 @@ pub async fn handle(
 }
 
 impl Edge {
+    /// Answers a request that passed [`check_request`], keyed `key`.
+    async fn dispatch(
+        self: &Arc<Self>,
+        parts: &Parts,
+        key: CacheKey,
+        body: Body,
+        peer: SocketAddr,
+    ) -> (Response<Body>, CacheState) {
+        if self.is_loop(&parts.headers) {
+            let status = CacheStatus {
+                detail: Some("loop"),
+                ..CacheStatus::forward(Fwd::Bypass)
+            };
+            warn!(uri = %parts.uri, "request came back through this edge: loop");
+            let resp = self.error_response(
+                StatusCode::LOOP_DETECTED,
+                "forwarding loop: this edge already forwarded this request",
+                status,
+            );
+            (resp, CacheState::Error)
+        } else if parts.uri.path() == FALLBACK_JS_PATH && parts.method == Method::GET {
+            let mut resp = fallback_js();
+            let status = CacheStatus {
+                hit: true,
+                detail: Some("built-in"),
+                ..CacheStatus::default()
+            };
+            respond::stamp(
+                resp.headers_mut(),
+                0,
+                status.render(&self.status_name, None),
+            );
+            (resp, CacheState::Hit)
+        } else if parts.method == Method::GET || parts.method == Method::HEAD {
+            self.serve(parts, key, peer).await
+        } else if parts.method.as_str() == "PURGE" {
+            (self.purge_method(parts, key), CacheState::Pass)
+        } else {
+            let asked = Instant::now();
+            // Boxed, as the fetches in `serve` are: the handler's future is moved into a box
+            // on every request, and should be sized for the hit path, not for these.
+            let (mut resp, state) = Box::pin(self.pass(parts.clone(), key, body, peer)).await;
+            resp.extensions_mut().insert(OriginWait(asked.elapsed()));
+            (resp, state)
+        }
+    }
+
     /// Serves a GET or HEAD from the cache or through a coalesced origin fetch.
     async fn serve(
         self: &Arc<Self>,
         parts: &Parts,
+        key: CacheKey,
         peer: SocketAddr,
     ) -> (Response<Body>, CacheState) {
         let now = SystemTime::now();
-        let key = self.key_of(parts);
         let req_cc = CacheControl::for_request(&parts.headers);
         let (found, tier) = self.lookup(&key, &parts.headers).await;
         let (stale, fwd) = match found {
@@ -191,14 +205,8 @@ impl Edge {
         req_cc: &CacheControl,
         peer: SocketAddr,
     ) -> (Response<Body>, CacheState) {
-        let mut headers = forward_headers(
-            &parts.headers,
-            Some(peer),
-            &self.status_name,
-            self.client_scheme(),
-        );
-        strip_conditionals(&mut headers);
-        let path = path_and_query(parts);
+        let headers = self.upstream_headers(parts, key, peer, Purpose::Fetch);
+        let path = key.path_and_query();
         let request_time = SystemTime::now();
         let started = Instant::now();
         let resp = match self.upstream.send(Method::HEAD, path, headers, None).await {
@@ -264,7 +272,7 @@ impl Edge {
     ) -> (Response<Body>, CacheState) {
         let (inflight, leader) = self.coalescer.join(&key);
         if leader {
-            let request = self.fetch_request(parts, stale.clone(), peer);
+            let request = self.fetch_request(parts, &key, stale.clone(), peer);
             tokio::spawn(
                 self.clone()
                     .run_fetch(key.clone(), inflight.clone(), request),
@@ -319,7 +327,7 @@ impl Edge {
                 }
                 if !leader && (!head.shareable() || !vary_matches(&head, &parts.headers)) {
                     // Not ours to share: this request gets its own origin exchange.
-                    return self.fetch_alone(parts, fwd, peer).await;
+                    return self.fetch_alone(parts, &key, fwd, peer).await;
                 }
                 let state = match (fwd, head.replaced_stale) {
                     (_, true) => CacheState::Refetched,
@@ -416,17 +424,12 @@ impl Edge {
     async fn fetch_alone(
         self: &Arc<Self>,
         parts: &Parts,
+        key: &CacheKey,
         fwd: Fwd,
         peer: SocketAddr,
     ) -> (Response<Body>, CacheState) {
-        let mut headers = forward_headers(
-            &parts.headers,
-            Some(peer),
-            &self.status_name,
-            self.client_scheme(),
-        );
-        strip_conditionals(&mut headers);
-        let path = path_and_query(parts);
+        let headers = self.upstream_headers(parts, key, peer, Purpose::Fetch);
+        let path = key.path_and_query();
         let started = Instant::now();
         match self.upstream.send(Method::GET, path, headers, None).await {
             Ok(resp) => {
@@ -463,7 +466,7 @@ impl Edge {
     ) {
         let (inflight, leader) = self.coalescer.join(key);
         if leader {
-            let request = self.fetch_request(parts, Some(entry.clone()), peer);
+            let request = self.fetch_request(parts, key, Some(entry.clone()), peer);
             tokio::spawn(self.clone().run_fetch(key.clone(), inflight, request));
         }
     }
@@ -471,18 +474,13 @@ impl Edge {
     fn fetch_request(
         &self,
         parts: &Parts,
+        key: &CacheKey,
         stale: Option<Arc<CachedResponse>>,
         peer: SocketAddr,
     ) -> FetchRequest {
-        let mut headers = forward_headers(
-            &parts.headers,
-            Some(peer),
-            &self.status_name,
-            self.client_scheme(),
-        );
-        strip_conditionals(&mut headers);
+        let headers = self.upstream_headers(parts, key, peer, Purpose::Fetch);
         FetchRequest {
-            path_and_query: path_and_query(parts).to_owned(),
+            path_and_query: key.path_and_query().to_owned(),
             client_headers: parts.headers.clone(),
             headers,
             stale,
@@ -607,22 +605,19 @@ impl Edge {
     async fn pass(
         self: &Arc<Self>,
         parts: Parts,
+        key: CacheKey,
         body: Body,
         peer: SocketAddr,
     ) -> (Response<Body>, CacheState) {
-        let headers = forward_headers(
-            &parts.headers,
-            Some(peer),
-            &self.status_name,
-            self.client_scheme(),
-        );
-        let path = path_and_query(&parts);
-        let upstream_body = reqwest::Body::wrap_stream(body.into_data_stream());
+        let mut headers = self.upstream_headers(&parts, &key, peer, Purpose::Pass);
+        let body = ClientBody::new(body);
+        body.frame(&parts.method, &mut headers);
+        let path = key.path_and_query();
         let started = Instant::now();
         let status = CacheStatus::forward(Fwd::Bypass);
         match self
             .upstream
-            .send(parts.method.clone(), path, headers, Some(upstream_body))
+            .send(parts.method.clone(), path, headers, Some(body))
             .await
         {
             Ok(resp) => {
@@ -632,7 +627,7 @@ impl Edge {
                     Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
                 );
                 if unsafe_method && (resp.status().is_success() || resp.status().is_redirection()) {
-                    self.invalidate_after_write(&parts, resp.headers());
+                    self.invalidate_after_write(&key, resp.headers());
                 }
                 let mut status = status;
                 status.fwd_status = Some(resp.status().as_u16());
@@ -642,7 +637,11 @@ impl Edge {
                 )
             }
             Err(err) => {
-                self.record_failure(&err, path);
+                if matches!(err, UpstreamError::ClientBody(_)) {
+                    warn!(path, error = %err, "client request body malformed");
+                } else {
+                    self.record_failure(&err, path);
+                }
                 let mut status = status;
                 status.detail = Some(err.detail());
                 (
@@ -654,9 +653,8 @@ impl Edge {
     }
 
     /// Drops the target URI and the same-origin `Location` / `Content-Location` URIs.
-    fn invalidate_after_write(&self, parts: &Parts, resp_headers: &HeaderMap) {
-        let key = self.key_of(parts);
-        self.invalidate(&key);
+    fn invalidate_after_write(&self, key: &CacheKey, resp_headers: &HeaderMap) {
+        self.invalidate(key);
         for name in [LOCATION, CONTENT_LOCATION] {
             let Some(target) = resp_headers.get(&name).and_then(|v| v.to_str().ok()) else {
                 continue;
@@ -671,8 +669,7 @@ impl Edge {
                     .ends_with(&format!("://{}", a.as_str().to_ascii_lowercase())),
             };
             if same_origin && uri.path().starts_with('/') {
-                let host = key.origin().split_once("://").map_or("", |(_, h)| h);
-                self.invalidate(&CacheKey::new("http", host, &uri, &self.key_rules));
+                self.invalidate(&CacheKey::new("http", key.host(), &uri, &self.key_rules));
             }
         }
     }
@@ -736,7 +733,7 @@ impl Edge {
 
     /// The `PURGE` method: refused unless configured, since on a public port it lets anyone
     /// empty the cache; when allowed, a hard purge of the request's URL on this node.
-    fn purge_method(self: &Arc<Self>, parts: &Parts) -> Response<Body> {
+    fn purge_method(self: &Arc<Self>, parts: &Parts, key: CacheKey) -> Response<Body> {
         let mut status = CacheStatus::forward(Fwd::Bypass);
         if !self.allows_purge_method() {
             status.detail = Some("purge-method-disabled");
@@ -752,7 +749,6 @@ impl Edge {
             warn!(uri = %parts.uri, "PURGE refused");
             return resp;
         }
-        let key = self.key_of(parts);
         let request = edgecache_purge_api::PurgeRequest {
             urls: vec![key.as_str().to_owned()],
             ..Default::default()
@@ -791,14 +787,39 @@ impl Edge {
         }
     }
 
-    fn key_of(&self, parts: &Parts) -> CacheKey {
-        CacheKey::from_request(
-            "http",
-            &parts.uri,
-            &parts.headers,
-            "localhost",
-            &self.key_rules,
-        )
+    /// The headers of the request sent upstream for `parts`, keyed `key`.
+    fn upstream_headers(
+        &self,
+        parts: &Parts,
+        key: &CacheKey,
+        peer: SocketAddr,
+        purpose: Purpose,
+    ) -> HeaderMap {
+        let client = forward::Client {
+            peer,
+            proto: self.client_scheme(),
+            via_name: &self.status_name,
+        };
+        forward::upstream_headers(&parts.headers, key, client, &self.forward.load(), purpose)
+    }
+
+    /// A request refused before anything was looked up or forwarded. An HTTP/1 connection
+    /// is closed after it: its next bytes may be the refused request's content.
+    fn bad_request(&self, parts: &Parts, bad: BadRequest) -> Response<Body> {
+        let mut status = CacheStatus::forward(Fwd::Bypass);
+        status.detail = Some(bad.detail());
+        warn!(method = %parts.method, uri = %parts.uri, reason = %bad, "request refused");
+        let code = if bad == BadRequest::Connect {
+            StatusCode::METHOD_NOT_ALLOWED
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        let mut resp = self.error_response(code, &bad.to_string(), status);
+        if parts.version < http::Version::HTTP_2 {
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
     }
 }
 
@@ -850,10 +871,6 @@ fn head_matches(head: &HeaderMap, stored: &CachedResponse) -> bool {
                 (Some(_), None) => false,
             }
         })
-}
-
-fn path_and_query(parts: &Parts) -> &str {
-    parts.uri.path_and_query().map_or("/", |p| p.as_str())
 }
 
 /// True when this request has the same values as the fetch's leader for every field the

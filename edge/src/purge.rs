@@ -40,10 +40,13 @@ impl Marks {
         *slot = (*slot).max(at);
     }
 
+    /// `stored` is when the entry's origin exchange began. A purge in the same millisecond
+    /// covers it: which came first cannot be told, and keeping purged content is the error
+    /// that matters (a needless refetch is the other).
     fn judge(&self, stored: u64) -> Verdict {
-        if self.hard > stored {
+        if self.hard != 0 && self.hard >= stored {
             Verdict::Gone
-        } else if self.soft > stored {
+        } else if self.soft != 0 && self.soft >= stored {
             Verdict::Stale
         } else {
             Verdict::Keep
@@ -160,12 +163,13 @@ impl PurgeRules {
                 }
             }
             for prefix in &request.prefixes {
-                match r.prefixes.iter_mut().find(|(p, _)| p == prefix) {
+                let prefix = prefix_rule(prefix);
+                match r.prefixes.iter_mut().find(|(p, _)| *p == prefix) {
                     Some((_, m)) => m.set(at, soft),
                     None => {
                         let mut m = Marks::default();
                         m.set(at, soft);
-                        r.prefixes.push((prefix.clone(), m));
+                        r.prefixes.push((prefix, m));
                     }
                 }
             }
@@ -179,6 +183,14 @@ impl PurgeRules {
         }
         self.applied.fetch_add(1, Ordering::Relaxed);
         self.persist();
+        // Entries are stamped in milliseconds, and a mark covers its own millisecond (see
+        // `Marks::judge`). Returning only once the clock has left it means a fetch begun
+        // after the purge was applied is never taken for one begun before it. At most 1 ms,
+        // usually nothing: persisting took longer.
+        let give_up = std::time::Instant::now() + Duration::from_millis(2);
+        while unix_ms(SystemTime::now()) <= at && std::time::Instant::now() < give_up {
+            std::thread::sleep(Duration::from_micros(100));
+        }
     }
 
     /// The rule key of a `urls` entry: `/path?query` (any host) or a full cache key.
@@ -295,6 +307,18 @@ impl PurgeRules {
     }
 }
 
+/// A `prefixes` entry in the form keys have: its path normalised as request paths are
+/// (`/x/../img/` and `/%69mg/` are `/img/`), the rest as written.
+fn prefix_rule(prefix: &str) -> String {
+    let (path, rest) = prefix
+        .find('?')
+        .map_or((prefix, ""), |i| prefix.split_at(i));
+    match crate::key::normalise_path(path) {
+        Ok(path) => format!("{path}{rest}"),
+        Err(_) => prefix.to_owned(),
+    }
+}
+
 fn worse(a: Verdict, b: Verdict) -> Verdict {
     match (a, b) {
         (Verdict::Gone, _) | (_, Verdict::Gone) => Verdict::Gone,
@@ -318,7 +342,7 @@ pub fn unix_ms(t: SystemTime) -> u64 {
     crate::policy::UnixMs::from(t).0
 }
 
-/// A purge time strictly after `t` (rules compare with `>`).
+/// A purge time strictly after `t`.
 pub fn just_after(t: SystemTime) -> SystemTime {
     t + Duration::from_millis(1)
 }
@@ -419,5 +443,46 @@ mod tests {
             rules.verdict(&key("x", "/a"), &entry("t", t0)),
             Verdict::Keep
         );
+    }
+
+    #[test]
+    fn a_purge_covers_fetches_begun_in_its_millisecond() {
+        let rules = PurgeRules::in_memory(KeyRules::default());
+        let now = SystemTime::now();
+        let same_ms = entry("a", now);
+        rules.apply(&req(|r| r.urls = vec!["/a".into()]), None, now);
+        assert_eq!(rules.verdict(&key("x", "/a"), &same_ms), Verdict::Gone);
+        // `apply` returns once its millisecond is over: what is fetched from then on stays.
+        let after = entry("a", SystemTime::now());
+        assert_eq!(rules.verdict(&key("x", "/a"), &after), Verdict::Keep);
+    }
+
+    #[test]
+    fn aliases_of_a_path_are_purged_with_it() {
+        let t0 = SystemTime::now();
+        let rules = PurgeRules::in_memory(KeyRules::default());
+        let e = entry("a", t0);
+        rules.apply(
+            &req(|r| {
+                r.urls = vec!["/x/../p".into()];
+                r.prefixes = vec!["/x/../%69mg/".into()];
+            }),
+            None,
+            just_after(t0),
+        );
+        for alias in ["/p", "/x/%2e%2e/p", "/./p", "/%70"] {
+            assert_eq!(
+                rules.verdict(&key("h", alias), &e),
+                Verdict::Gone,
+                "{alias}"
+            );
+        }
+        for alias in ["/img/a.png", "/x/../img/a.png", "/%69mg/a.png"] {
+            assert_eq!(
+                rules.verdict(&key("h", alias), &e),
+                Verdict::Gone,
+                "{alias}"
+            );
+        }
     }
 }

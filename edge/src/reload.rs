@@ -1,5 +1,5 @@
-//! Live reload: a new config replaces the origins, timeouts, freshness rules, the `PURGE`
-//! switch and the TLS certificate in place, without dropping connections or the cache. An
+//! Live reload: a new config replaces the origins, timeouts, freshness rules, forwarding
+//! rules, the `PURGE` switch and the TLS certificate in place, without dropping connections or the cache. An
 //! invalid config is refused as a whole and the running one stays.
 
 use std::sync::Arc;
@@ -99,8 +99,11 @@ impl Edge {
                 .reload(tls)
                 .map_err(|e| ReloadError::Invalid(format!("edge.tls: {e}")))?;
         }
+        let forward = crate::forward::ForwardRules::new(&new.forwarding)
+            .map_err(|e| ReloadError::Invalid(without_prefix(&e)))?;
         self.upstream.replace(&new).map_err(invalid)?;
         self.policy.store(Arc::new(policy_of(&new)));
+        self.forward.store(Arc::new(forward));
         self.allow_purge_method
             .store(new.purge.allow_purge_method, Ordering::Relaxed);
         if restart_required.is_empty() {

@@ -11,8 +11,9 @@ use tracing::{debug, info};
 use crate::node::Edge;
 use crate::purge::unix_ms;
 
-/// Rules stay this long after a sweep, for entries whose fetch began before the purge and
-/// was stored after the sweep passed them.
+/// Rules stay at least this long after a sweep, and longer than any origin exchange may
+/// last: an entry whose fetch began before the purge and was stored after the sweep passed
+/// it is judged by the rule at lookup, so the rule must outlive every such fetch.
 const RETIRE_AFTER: Duration = Duration::from_secs(300);
 
 impl Edge {
@@ -64,7 +65,8 @@ impl Edge {
             self.memory.sweep(judge, started),
             self.disk.as_ref().map_or(0, |d| d.sweep(judge, started)),
         );
-        let horizon = started.checked_sub(RETIRE_AFTER).unwrap_or(started);
+        let keep_for = RETIRE_AFTER.max(self.upstream.total_timeout() + Duration::from_secs(60));
+        let horizon = started.checked_sub(keep_for).unwrap_or(started);
         self.purges.retire(unix_ms(horizon));
         info!(
             memory = memory_changed,

@@ -1,6 +1,7 @@
 //! The origin client: a pooled reqwest client with connect, first-byte, idle and total
-//! timeouts, failover across the configured origins, and the rules for which request
-//! headers travel to the origin.
+//! timeouts, failover across the configured origins, and the framing checks every origin
+//! response passes before anyone sees it. What a request carries upstream is decided in
+//! [`crate::forward`].
 //!
 //! - [`failover`]: per-origin health (skip after repeated failures, half-open probes).
 //! - [`s3`]: S3-style bucket origins (object URLs, SigV4).
@@ -8,24 +9,20 @@
 pub mod failover;
 pub mod s3;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use http::header::{HOST, HeaderName, HeaderValue};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Method};
 use tracing::{info, warn};
 
 use crate::config::{EdgeConfig, OriginEntry, TimeoutConfig};
-use crate::entry::{connection_listed, is_hop_by_hop};
 use crate::error::{EdgeError, UpstreamError};
+use crate::forward::ClientBody;
 use failover::OriginHealth;
 use s3::S3Target;
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// A client for the configured origins. A reload swaps the whole set at once: requests
 /// already sent finish with the set they started with.
@@ -177,16 +174,28 @@ impl Upstream {
         Ok(())
     }
 
-    /// Sends a request; see [`Origins::send`].
+    /// Sends a request; see [`Origins::send`]. A client body whose reading fails makes
+    /// the error [`UpstreamError::ClientBody`], which does not count against the origin.
     pub async fn send(
         &self,
         method: Method,
         path_and_query: &str,
         headers: HeaderMap,
-        body: Option<reqwest::Body>,
+        body: Option<ClientBody>,
     ) -> Result<reqwest::Response, UpstreamError> {
         let origins = self.current.load_full();
-        origins.send(method, path_and_query, headers, body).await
+        let (body, failed) = match body {
+            Some(b) => (b.body, Some(b.failed)),
+            None => (None, None),
+        };
+        origins
+            .send(method, path_and_query, headers, body, failed.as_deref())
+            .await
+    }
+
+    /// The longest an origin exchange may take, body included: no fetch outlives it.
+    pub fn total_timeout(&self) -> Duration {
+        self.current.load().timeouts.total.0
     }
 }
 
@@ -206,6 +215,7 @@ impl Origins {
         path_and_query: &str,
         headers: HeaderMap,
         body: Option<reqwest::Body>,
+        client_failed: Option<&std::sync::atomic::AtomicBool>,
     ) -> Result<reqwest::Response, UpstreamError> {
         let retryable = matches!(method, Method::GET | Method::HEAD) && body.is_none();
         let mut request = Some((headers, body));
@@ -227,6 +237,11 @@ impl Origins {
                 let outcome = self
                     .send_to(origin, method.clone(), path_and_query, headers, body)
                     .await;
+                if outcome.is_err() && client_failed.is_some_and(|f| f.load(Ordering::Acquire)) {
+                    return Err(UpstreamError::ClientBody(
+                        "the request body could not be read".into(),
+                    ));
+                }
                 let Some(reason) = failure_reason(&outcome) else {
                     if origin.health.record_success() {
                         info!(origin = %origin.label, "origin recovered");
@@ -291,106 +306,28 @@ impl Origins {
         };
         match tokio::time::timeout(limit, attempt).await {
             Err(_) => Err(UpstreamError::FirstByteTimeout(limit)),
-            Ok(result) => result,
+            Ok(result) => result.and_then(framed_once),
         }
     }
 }
 
-/// Headers of a client request as they go to the origin: no hop-by-hop fields, no `Host`
-/// (the origin's own host is used, the client's travels as `X-Forwarded-Host`), and the
-/// forwarding chain extended. `proto` is the scheme the client used (`http` or `https`);
-/// an `X-Forwarded-Proto` already set by an edge in front is kept.
-pub fn forward_headers(
-    client: &HeaderMap,
-    peer: Option<SocketAddr>,
-    via_name: &str,
-    proto: &'static str,
-) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(client.len() + 3);
-    let listed = connection_listed(client);
-    for (name, value) in client {
-        if is_hop_by_hop(name) || name == HOST || listed.contains(name) {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
+/// An origin response as it may travel on: one framing, and a final status.
+///
+/// - `Transfer-Encoding` and `Content-Length` together: the body was read as chunked
+///   (RFC 9112 §6.3), so the `Content-Length`, which may disagree with it, goes; it must
+///   never be relayed next to the chunked body's own length.
+/// - A 1xx as the final response (`101 Switching Protocols` above all: the edge asked for
+///   no upgrade, and relaying one would hand the client's connection to the origin) is a
+///   broken response.
+fn framed_once(mut resp: reqwest::Response) -> Result<reqwest::Response, UpstreamError> {
+    if resp.status().is_informational() {
+        return Err(UpstreamError::Protocol(format!(
+            "informational status {} as the final response",
+            resp.status().as_u16()
+        )));
     }
-    if let Some(host) = client.get(HOST) {
-        out.insert(X_FORWARDED_HOST, host.clone());
+    if resp.headers().contains_key(TRANSFER_ENCODING) {
+        resp.headers_mut().remove(CONTENT_LENGTH);
     }
-    // RFC 9110 §7.6.3: every proxy adds itself to Via (and it lets a tier of edgecache
-    // nodes see loops).
-    let via = match out.get(http::header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, 1.1 {via_name}"),
-        None => format!("1.1 {via_name}"),
-    };
-    if let Ok(v) = HeaderValue::from_str(&via) {
-        out.insert(http::header::VIA, v);
-    }
-    if !out.contains_key(X_FORWARDED_PROTO) {
-        out.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    }
-    if let Some(peer) = peer {
-        let ip = peer.ip().to_string();
-        let chain = match out.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip,
-        };
-        if let Ok(v) = HeaderValue::from_str(&chain) {
-            out.insert(X_FORWARDED_FOR, v);
-        }
-    }
-    out
-}
-
-/// Removes the client's own validators and ranges: the edge fetches whole objects and
-/// answers conditionals and ranges itself.
-pub fn strip_conditionals(headers: &mut HeaderMap) {
-    use http::header::{
-        IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
-    };
-    for name in [
-        IF_MATCH,
-        IF_NONE_MATCH,
-        IF_MODIFIED_SINCE,
-        IF_UNMODIFIED_SINCE,
-        IF_RANGE,
-        RANGE,
-    ] {
-        headers.remove(name);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forwarding_drops_hop_by_hop_and_extends_chain() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("x-private"));
-        h.insert("x-private", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("host", HeaderValue::from_static("cdn.test"));
-        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        h.insert("accept", HeaderValue::from_static("*/*"));
-        let out = forward_headers(
-            &h,
-            Some("127.0.0.9:1234".parse().unwrap()),
-            "edgecache-x",
-            "https",
-        );
-        assert!(!out.contains_key("x-private"));
-        assert!(!out.contains_key("keep-alive"));
-        assert!(!out.contains_key("host"));
-        assert_eq!(out.get("x-forwarded-host").unwrap(), "cdn.test");
-        assert_eq!(out.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.9");
-        assert_eq!(out.get("accept").unwrap(), "*/*");
-        assert_eq!(out.get("via").unwrap(), "1.1 edgecache-x");
-        assert_eq!(out.get("x-forwarded-proto").unwrap(), "https");
-
-        // An edge in front already said how its client came in: that stays.
-        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        let out = forward_headers(&h, None, "edgecache-x", "http");
-        assert_eq!(out.get("x-forwarded-proto").unwrap(), "https");
-    }
+    Ok(resp)
 }

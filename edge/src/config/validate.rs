@@ -76,6 +76,7 @@ impl EdgeConfig {
                 "must be between 0 and 1".into(),
             );
         }
+        crate::forward::ForwardRules::new(&self.forwarding).map_err(EdgeError::Config)?;
         for (key, d) in [
             ("edge.timeouts.connect", self.timeouts.connect),
             ("edge.timeouts.first_byte", self.timeouts.first_byte),
