@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod health;
+pub mod hostile;
 pub mod process;
 pub mod purge;
 pub mod router;
