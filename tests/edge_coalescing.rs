@@ -5,26 +5,9 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use support::{TestEdge, TestOrigin, header, resp};
 use tokio::sync::Semaphore;
-
-/// Waits until `/stats` shows `n` requests waiting on another request's fetch.
-async fn wait_for_collapsed(edge: &TestEdge, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let stats = edge.stats().await;
-        if stats["collapsed_requests"] == n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never saw {n} collapsed: {stats}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// Starts `n` concurrent GETs of `path`; each yields (status, Cache-Status, body).
 fn spawn_gets(
@@ -59,7 +42,7 @@ async fn concurrent_misses_make_one_origin_request() {
     let edge = TestEdge::start(&origin.url()).await;
 
     let requests = spawn_gets(&edge, "/big.bin", 50);
-    wait_for_collapsed(&edge, 49).await;
+    edge.wait_for_collapsed(49).await;
     assert_eq!(origin.hits(), 1);
     gate.add_permits(1000);
 
@@ -102,7 +85,7 @@ async fn an_uncacheable_response_is_not_shared() {
     let edge = TestEdge::start(&origin.url()).await;
 
     let requests = spawn_gets(&edge, "/private", 5);
-    wait_for_collapsed(&edge, 4).await;
+    edge.wait_for_collapsed(4).await;
     gate.add_permits(1000);
 
     let mut bodies = BTreeSet::new();

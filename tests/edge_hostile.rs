@@ -54,22 +54,6 @@ async fn wait_until(what: &str, done: impl Fn() -> bool) {
     }
 }
 
-/// Waits until `/stats` shows `n` requests waiting on another request's fetch.
-async fn wait_for_collapsed(edge: &TestEdge, n: u64) {
-    let deadline = Instant::now() + hostile::BOUND;
-    loop {
-        let stats = edge.stats().await;
-        if stats["collapsed_requests"] == n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never saw {n} collapsed: {stats}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// `POST /purge` on the edge's admin listener.
 async fn purge(edge: &TestEdge, json: &str) {
     let r = support::client()
@@ -607,7 +591,7 @@ async fn collapsed_requests_do_not_share_a_set_cookie() {
             })
         })
         .collect();
-    wait_for_collapsed(&edge, 4).await;
+    edge.wait_for_collapsed(4).await;
     gate.add_permits(100);
 
     let mut with_cookie = 0;

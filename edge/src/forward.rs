@@ -72,16 +72,19 @@ pub fn check_request(parts: &Parts, body: &Body, rules: &KeyRules) -> Result<Cac
     let host = match (parts.uri.authority(), header) {
         (Some(authority), header) => {
             let authority = authority.as_str();
+            let http2 = parts.version >= Version::HTTP_2;
             match header {
-                // HTTP/1.1 absolute-form: the Host field must be present and valid, but it
-                // is the target's authority that names the resource.
-                Some(h) if parts.version != Version::HTTP_2 => valid_host(h.as_bytes())?,
+                // HTTP/1 absolute-form: the Host field must be present and valid, but it is
+                // the target's authority that names the resource.
+                Some(h) if !http2 => {
+                    valid_host(h.as_bytes())?;
+                }
                 Some(h) if !h.as_bytes().eq_ignore_ascii_case(authority.as_bytes()) => {
                     return Err(BadRequest::HostMismatch);
                 }
-                None if parts.version < Version::HTTP_2 => return Err(BadRequest::NoHost),
-                _ => "",
-            };
+                None if !http2 => return Err(BadRequest::NoHost),
+                _ => {}
+            }
             valid_host(authority.as_bytes())?
         }
         (None, Some(h)) => valid_host(h.as_bytes())?,
@@ -96,16 +99,13 @@ pub fn check_request(parts: &Parts, body: &Body, rules: &KeyRules) -> Result<Cac
 /// response by something the key does not hold. Both length headers at once is refused on
 /// any method (RFC 9112 §6.3: a sign of smuggling).
 fn check_framing(parts: &Parts, body: &Body) -> Result<(), BadRequest> {
-    let headers = &parts.headers;
-    if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
+    let chunked = parts.headers.contains_key(TRANSFER_ENCODING);
+    let mut lengths = parts.headers.get_all(CONTENT_LENGTH).iter().peekable();
+    if chunked && lengths.peek().is_some() {
         return Err(BadRequest::AmbiguousFraming);
     }
     if parts.method == Method::GET || parts.method == Method::HEAD {
-        let declared = headers.contains_key(TRANSFER_ENCODING)
-            || headers
-                .get_all(CONTENT_LENGTH)
-                .iter()
-                .any(|v| v.as_bytes() != b"0");
+        let declared = chunked || lengths.any(|v| v.as_bytes() != b"0");
         let has_content = !body.is_end_stream() && body.size_hint().upper() != Some(0);
         if declared || has_content {
             return Err(BadRequest::ContentOnSafeRead);

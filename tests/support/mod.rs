@@ -202,6 +202,23 @@ impl TestEdge {
             .unwrap()
     }
 
+    /// Waits (at most 5 s) until `/stats` shows `n` requests waiting on another request's
+    /// fetch.
+    pub async fn wait_for_collapsed(&self, n: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let stats = self.stats().await;
+            if stats["collapsed_requests"] == n {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never saw {n} collapsed: {stats}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Stops the edge and waits until it has finished.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
