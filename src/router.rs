@@ -22,7 +22,6 @@ pub mod metrics;
 pub mod select;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,19 +117,18 @@ pub async fn run(
     })?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers: JoinSet<Result<(), RouterError>> = JoinSet::new();
-    let app =
-        http::app(table.clone(), dashboard).into_make_service_with_connect_info::<SocketAddr>();
+    let app = http::app(table.clone(), dashboard);
     let mut stop = stop_rx.clone();
     servers.spawn(async move {
-        axum::serve(http, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-            .map_err(|source| RouterError::Io {
-                context: "router.listen: serve",
-                source,
-            })
+        // The shared listener: request-head and idle timeouts, connection caps.
+        edgecache_tls::serve(http, app, edgecache_tls::Serve::plain(), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .map_err(|source| RouterError::Io {
+            context: "router.listen: serve",
+            source,
+        })
     });
 
     let mut dns_addr = None;

@@ -36,6 +36,8 @@ pub struct EdgeConfig {
     /// What the edge tells the origin about a request: forwarding headers and the headers
     /// it removes.
     pub forwarding: ForwardingConfig,
+    /// What one client may hold of the public listener: timeouts and connection caps.
+    pub limits: LimitsConfig,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1) on the public listener with this certificate.
     pub tls: Option<TlsConfig>,
     /// How long shutdown waits for responses in flight before closing their connections.
@@ -59,6 +61,7 @@ impl Default for EdgeConfig {
             purge: PurgeConfig::default(),
             timeouts: TimeoutConfig::default(),
             forwarding: ForwardingConfig::default(),
+            limits: LimitsConfig::default(),
             tls: None,
             shutdown_grace: HumanDuration(Duration::from_secs(30)),
             access_log_per_second: 100,
@@ -300,6 +303,61 @@ impl Default for CacheConfig {
             heuristic_max: HumanDuration(Duration::from_secs(86_400)),
             stale_if_error: HumanDuration(Duration::from_secs(86_400)),
             set_cookie: SetCookie::Strip,
+        }
+    }
+}
+
+/// The `[edge.limits]` table: the public listener's [`edgecache_tls::Limits`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// An HTTP/1 request head must arrive whole within this.
+    pub request_head_timeout: HumanDuration,
+    /// A connection with no request in progress is closed after this.
+    pub idle_timeout: HumanDuration,
+    /// A write that makes no progress for this long closes the connection.
+    pub send_timeout: HumanDuration,
+    /// Connections open at once; more are refused.
+    pub max_connections: usize,
+    /// Connections open at once from one client address; more are refused.
+    pub max_connections_per_ip: usize,
+    /// HTTP/2 streams one connection may have open at once.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 request header list size.
+    pub h2_max_header_list_size: ByteSize,
+    /// HTTP/2 streams a client may reset before the edge saw them, per connection.
+    pub h2_max_pending_resets: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = edgecache_tls::Limits::default();
+        Self {
+            request_head_timeout: HumanDuration(l.request_head_timeout),
+            idle_timeout: HumanDuration(l.idle_timeout),
+            send_timeout: HumanDuration(l.send_timeout),
+            max_connections: l.max_connections,
+            max_connections_per_ip: l.max_connections_per_ip,
+            h2_max_concurrent_streams: l.h2_max_concurrent_streams,
+            h2_max_header_list_size: ByteSize(u64::from(l.h2_max_header_list_size)),
+            h2_max_pending_resets: l.h2_max_pending_resets,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The listener limits these settings describe.
+    pub fn limits(&self) -> edgecache_tls::Limits {
+        edgecache_tls::Limits {
+            request_head_timeout: self.request_head_timeout.0,
+            idle_timeout: self.idle_timeout.0,
+            send_timeout: self.send_timeout.0,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            h2_max_concurrent_streams: self.h2_max_concurrent_streams,
+            h2_max_header_list_size: u32::try_from(self.h2_max_header_list_size.0)
+                .unwrap_or(u32::MAX),
+            h2_max_pending_resets: self.h2_max_pending_resets,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Counters of the edge, exposed as Prometheus text on `/metrics` and JSON on `/stats`.
 
 mod latency;
+mod listener;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -54,7 +56,11 @@ pub enum FetchOutcome {
 }
 
 impl Metrics {
-    pub fn new(pop: &str, disk: Option<&DiskTier>) -> Self {
+    pub fn new(
+        pop: &str,
+        disk: Option<&DiskTier>,
+        listener: Arc<edgecache_tls::ListenerStats>,
+    ) -> Self {
         let mut registry = Registry::with_labels(
             [(
                 std::borrow::Cow::Borrowed("pop"),
@@ -135,6 +141,7 @@ impl Metrics {
         if let Some(disk) = disk {
             registry.register_collector(Box::new(DiskCollector(disk.clone())));
         }
+        registry.register_collector(Box::new(listener::ListenerCollector(listener)));
         Self {
             registry,
             requests,

@@ -44,6 +44,8 @@ pub struct Edge {
     pub(crate) certs: Option<Arc<CertStore>>,
     pub(crate) reloader: Reloader,
     pub(crate) access_log: AccessLog,
+    /// The public listener's connection counters, for metrics.
+    pub(crate) listener: Arc<edgecache_tls::ListenerStats>,
 }
 
 /// Whether a purge sweep runs, and whether another round was asked for meanwhile.
@@ -71,6 +73,7 @@ impl Edge {
             Some(dir) => Some(DiskTier::open(dir, config.disk.size.0)?),
             None => None,
         };
+        let listener = Arc::new(edgecache_tls::ListenerStats::default());
         Ok(Self {
             access_log: AccessLog::new(config.access_log_per_second),
             pop: config.pop.clone(),
@@ -81,7 +84,8 @@ impl Edge {
                 ForwardRules::new(&config.forwarding).map_err(EdgeError::Config)?,
             ),
             memory: MemoryTier::new(config.memory.size.0, max_object),
-            metrics: Metrics::new(&config.pop, disk.as_ref()),
+            metrics: Metrics::new(&config.pop, disk.as_ref(), listener.clone()),
+            listener,
             purges: match &config.disk.dir {
                 Some(dir) => PurgeRules::persistent(key_rules.clone(), dir),
                 None => PurgeRules::in_memory(key_rules.clone()),

@@ -153,6 +153,7 @@ fn restart_required(old: &EdgeConfig, new: &EdgeConfig) -> Vec<&'static str> {
             old.purge.poll_wait != new.purge.poll_wait,
         ),
         ("edge.tls", old.tls.is_some() != new.tls.is_some()),
+        ("edge.limits", old.limits != new.limits),
         (
             "edge.shutdown_grace",
             old.shutdown_grace != new.shutdown_grace,

@@ -66,12 +66,16 @@ pub async fn run_with(
     if let Some(source) = options.config_source {
         edge.set_config_source(source);
     }
-    let serve = Serve::plain().with_grace(config.shutdown_grace.0).with_tls(
-        edge.certs()
-            .map(|store| edgecache_tls::server_config(store.clone()))
-            .transpose()
-            .map_err(|e| EdgeError::Config(format!("edge.tls: {e}")))?,
-    );
+    let serve = Serve::plain()
+        .with_grace(config.shutdown_grace.0)
+        .with_limits(config.limits.limits())
+        .with_stats(edge.listener.clone())
+        .with_tls(
+            edge.certs()
+                .map(|store| edgecache_tls::server_config(store.clone()))
+                .transpose()
+                .map_err(|e| EdgeError::Config(format!("edge.tls: {e}")))?,
+        );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if options.reload_on_sighup {
         tokio::spawn(reload_on_sighup(edge.clone(), stop_rx.clone()));
@@ -97,11 +101,10 @@ pub async fn run_with(
         let app = admin::router(edge.clone());
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {
-            axum::serve(l, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
-                })
-                .await
+            edgecache_tls::serve(l, app, Serve::plain(), async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await
         })
     });
     let app = Router::new()

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
 use http::header::LOCATION;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use tokio::net::TcpListener;
@@ -110,16 +109,15 @@ pub async fn run(
     let origin = Origin::new(config)?;
     let addr = listener.local_addr().map_err(OriginError::Serve)?;
     tracing::info!(%addr, root = %origin.root().display(), "origin serving");
-    // Small responses (304s, headers of a range) should not wait on Nagle's algorithm.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::trace!(error = %err, "TCP_NODELAY not set");
-        }
-    });
-    axum::serve(listener, origin.router())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(OriginError::Serve)?;
+    // The shared listener: TCP_NODELAY, request-head and idle timeouts, connection caps.
+    edgecache_tls::serve(
+        listener,
+        origin.router(),
+        edgecache_tls::Serve::plain(),
+        shutdown,
+    )
+    .await
+    .map_err(OriginError::Serve)?;
     tracing::info!(%addr, "origin stopped");
     Ok(())
 }

@@ -9,12 +9,14 @@
 
 pub mod cert;
 pub mod config;
+pub mod limits;
 pub mod selfsigned;
 pub mod serve;
 pub mod zero_copy;
 
 pub use cert::{CertStore, server_config};
 pub use config::TlsConfig;
+pub use limits::{Limits, ListenerStats};
 pub use serve::{Serve, serve};
 
 /// Why a certificate, key or CA file could not be used.

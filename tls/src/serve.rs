@@ -1,7 +1,8 @@
 //! The accept loop of every edgecache HTTP listener: HTTP/1.1 and HTTP/2 (chosen by ALPN
 //! over TLS, by the connection preface over TCP), the peer address as axum's
-//! `ConnectInfo`, and graceful shutdown: stop accepting, let requests in flight finish
-//! within a grace period, then close what is left.
+//! `ConnectInfo`, the [`Limits`] a listener facing strangers needs (timeouts, connection
+//! caps, HTTP/2 limits), and graceful shutdown: stop accepting, let requests in flight
+//! finish within a grace period, then close what is left.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -20,6 +21,9 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+use crate::limits::{
+    ConnectionTable, Guarded, GuardedBody, InFlight, Limits, ListenerStats, Refusal,
+};
 use crate::zero_copy::{FileSender, ZeroCopyIo};
 
 /// How long a client may take over its TLS handshake.
@@ -30,6 +34,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Serve {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub grace: Duration,
+    pub limits: Limits,
+    /// What the listener refused and closed; read by the server's metrics.
+    pub stats: Arc<ListenerStats>,
 }
 
 impl Default for Serve {
@@ -37,6 +44,8 @@ impl Default for Serve {
         Self {
             tls: None,
             grace: Duration::from_secs(30),
+            limits: Limits::default(),
+            stats: Arc::default(),
         }
     }
 }
@@ -56,6 +65,16 @@ impl Serve {
         self
     }
 
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn with_stats(mut self, stats: Arc<ListenerStats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
     /// `http` or `https`, for printed URLs.
     pub fn scheme(&self) -> &'static str {
         if self.tls.is_some() { "https" } else { "http" }
@@ -72,7 +91,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let limits = options.limits;
+    let builder = Arc::new(connection_builder(&limits));
+    let table = Arc::new(ConnectionTable::default());
+    let stats = options.stats.clone();
     let acceptor = options.tls.clone().map(TlsAcceptor::from);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -84,23 +106,42 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
+                    let admission = match table.admit(peer.ip(), &limits, &stats) {
+                        Ok(admission) => admission,
+                        Err(refusal) => {
+                            // Closed at once: a flood must not cost more than the accept.
+                            drop(tcp);
+                            refused(local, peer, refusal);
+                            continue;
+                        }
+                    };
                     // Small responses must not wait for Nagle's algorithm.
                     let _ = tcp.set_nodelay(true);
-                    let app = app.clone();
-                    let builder = builder.clone();
-                    let stop = stop_rx.clone();
+                    let conn = Conn {
+                        peer,
+                        app: app.clone(),
+                        builder: builder.clone(),
+                        stop: stop_rx.clone(),
+                        limits,
+                        stats: stats.clone(),
+                    };
                     match acceptor.clone() {
                         None => {
                             let io = ZeroCopyIo::new(tcp);
                             let sender = io.sender();
-                            connections.spawn(connection(io, Some(sender), peer, app, builder, stop))
+                            connections.spawn(async move {
+                                conn.serve(io, Some(sender)).await;
+                                drop(admission);
+                            })
                         }
                         Some(acceptor) => connections.spawn(async move {
-                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                                Ok(Ok(tls)) => connection(tls, None, peer, app, builder, stop).await,
+                            let handshake = limits.request_head_timeout.min(HANDSHAKE_TIMEOUT);
+                            match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+                                Ok(Ok(tls)) => conn.serve(tls, None).await,
                                 Ok(Err(e)) => debug!(peer = %peer, error = %e, "TLS handshake failed"),
                                 Err(_) => debug!(peer = %peer, "TLS handshake timed out"),
                             }
+                            drop(admission);
                         }),
                     };
                 }
@@ -135,43 +176,102 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves one connection until it ends, or until shutdown asks it to finish its requests.
-/// HTTP/1 requests on a connection that can send files (`sender`) carry its [`FileSender`].
-async fn connection<I>(
-    io: I,
-    sender: Option<FileSender>,
+/// hyper's connection settings for `limits`: HTTP/1's request-head timeout, HTTP/2's
+/// stream, header-list and reset limits.
+fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.request_head_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(limits.h2_max_header_list_size)
+        .max_pending_accept_reset_streams(limits.h2_max_pending_resets);
+    builder
+}
+
+/// Logs a refused connection, at most once a second per listener process: a flood must
+/// not turn into a flood of log lines. The counters in [`ListenerStats`] have every one.
+fn refused(local: SocketAddr, peer: SocketAddr, refusal: Refusal) {
+    static LAST_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if LAST_LOGGED.swap(now, std::sync::atomic::Ordering::Relaxed) != now {
+        let why = match refusal {
+            Refusal::Total => "max_connections reached",
+            Refusal::PerIp => "max_connections_per_ip reached for this address",
+        };
+        warn!(listener = %local, peer = %peer, why, "connection refused");
+    }
+}
+
+/// One accepted connection and what serving it needs.
+struct Conn {
     peer: SocketAddr,
     app: Router,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    mut stop: watch::Receiver<bool>,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-        let mut req = req.map(axum::body::Body::new);
-        req.extensions_mut().insert(ConnectInfo(peer));
-        if let Some(sender) = &sender
-            && req.version() <= http::Version::HTTP_11
-        {
-            req.extensions_mut().insert(sender.clone());
+    stop: watch::Receiver<bool>,
+    limits: Limits,
+    stats: Arc<ListenerStats>,
+}
+
+impl Conn {
+    /// Serves the connection until it ends, or until shutdown asks it to finish its
+    /// requests. HTTP/1 requests on a connection that can send files (`sender`) carry its
+    /// [`FileSender`].
+    async fn serve<I>(self, io: I, sender: Option<FileSender>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self {
+            peer,
+            app,
+            builder,
+            mut stop,
+            limits,
+            stats,
+        } = self;
+        let in_flight = Arc::new(InFlight::default());
+        let io = Guarded::new(io, in_flight.clone(), &limits, stats.clone());
+        let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+            let guard = in_flight.start();
+            let mut req = req.map(axum::body::Body::new);
+            req.extensions_mut().insert(ConnectInfo(peer));
+            if let Some(sender) = &sender
+                && req.version() <= http::Version::HTTP_11
+            {
+                req.extensions_mut().insert(sender.clone());
+            }
+            let mut app = app.clone();
+            async move {
+                let resp = tower_service::Service::call(&mut app, req).await?;
+                Ok::<_, std::convert::Infallible>(resp.map(|body| GuardedBody::new(body, guard)))
+            }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let stopping = async move {
+            // The borrow `wait_for` returns must not live across an await.
+            let _ = stop.wait_for(|stop| *stop).await.map(drop);
+        };
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            () = stopping => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            if e.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_timeout)
+            {
+                stats.head_timed_out();
+            }
+            debug!(peer = %peer, error = %e, "connection ended with an error");
         }
-        let mut app = app.clone();
-        async move { tower_service::Service::call(&mut app, req).await }
-    });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    let stopping = async move {
-        // The borrow `wait_for` returns must not live across an await.
-        let _ = stop.wait_for(|stop| *stop).await.map(drop);
-    };
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        () = stopping => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        debug!(peer = %peer, error = %e, "connection ended with an error");
     }
 }

@@ -77,6 +77,37 @@ impl EdgeConfig {
             );
         }
         crate::forward::ForwardRules::new(&self.forwarding).map_err(EdgeError::Config)?;
+        let l = &self.limits;
+        for (key, d) in [
+            ("edge.limits.request_head_timeout", l.request_head_timeout),
+            ("edge.limits.idle_timeout", l.idle_timeout),
+            ("edge.limits.send_timeout", l.send_timeout),
+        ] {
+            if d.0.is_zero() {
+                return bad(key, "must be more than 0".into());
+            }
+        }
+        for (key, n) in [
+            ("edge.limits.max_connections", l.max_connections),
+            (
+                "edge.limits.max_connections_per_ip",
+                l.max_connections_per_ip,
+            ),
+            (
+                "edge.limits.h2_max_concurrent_streams",
+                l.h2_max_concurrent_streams as usize,
+            ),
+        ] {
+            if n == 0 {
+                return bad(key, "must be more than 0".into());
+            }
+        }
+        if l.h2_max_header_list_size.0 < 1024 || l.h2_max_header_list_size.0 > u64::from(u32::MAX) {
+            return bad(
+                "edge.limits.h2_max_header_list_size",
+                "must be between 1KiB and 4GiB".into(),
+            );
+        }
         for (key, d) in [
             ("edge.timeouts.connect", self.timeouts.connect),
             ("edge.timeouts.first_byte", self.timeouts.first_byte),
