@@ -123,6 +123,9 @@ pub struct EdgeArgs {
     /// Admin listen address (health, metrics, stats).
     #[arg(long)]
     pub admin: Option<String>,
+    /// Bearer token the admin listener's POST /purge and POST /reload require.
+    #[arg(long, env = "EDGECACHE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// PoP name, as shown in `Cache-Status`.
     #[arg(long)]
     pub pop: Option<String>,
@@ -209,6 +212,9 @@ pub fn edge_config(args: &EdgeArgs) -> Result<EdgeConfig, ConfigError> {
     }
     if let Some(admin) = &args.admin {
         config.admin.clone_from(admin);
+    }
+    if let Some(token) = &args.admin_token {
+        config.admin_token = Some(edgecache_edge::config::Secret(token.clone()));
     }
     if let Some(pop) = &args.pop {
         config.pop.clone_from(pop);

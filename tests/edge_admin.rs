@@ -85,3 +85,56 @@ async fn metrics_are_prometheus_text_with_requests_and_fetch_times() {
     assert!(text.contains("edgecache_origin_fetch_seconds_bucket{"));
     assert!(text.contains("# TYPE edgecache_origin_fetch_seconds histogram"));
 }
+
+#[tokio::test]
+async fn admin_mutations_need_the_token_when_one_is_set() {
+    let origin =
+        TestOrigin::start(|_, n| resp(200, &[("cache-control", "max-age=60")], format!("v{n}")))
+            .await;
+    let edge = TestEdge::start_with(&origin.url(), |c| {
+        c.admin_token = Some(edgecache_edge::config::Secret("s3cret-admin".into()));
+    })
+    .await;
+    assert_eq!(edge.get("/a").await.text().await.unwrap(), "v0");
+    let purge = |auth: Option<&'static str>| {
+        let mut req = edge
+            .client
+            .post(edge.admin_url("/purge"))
+            .header("content-type", "application/json")
+            .body(r#"{"urls":["/a"]}"#);
+        if let Some(auth) = auth {
+            req = req.header("authorization", auth);
+        }
+        req.send()
+    };
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("Bearer s3cret-admi"),
+        Some("s3cret-admin"),
+    ] {
+        let r = purge(auth).await.unwrap();
+        assert_eq!(r.status(), 401, "{auth:?}");
+        assert_eq!(header(&r, "www-authenticate"), "Bearer");
+        assert!(r.text().await.unwrap().contains("error"));
+    }
+    let r = edge
+        .client
+        .post(edge.admin_url("/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Nothing was purged: the next client still gets the stored copy.
+    let hit = edge.get("/a").await;
+    assert!(header(&hit, "cache-status").contains("; hit"));
+    assert_eq!(hit.text().await.unwrap(), "v0");
+    assert_eq!(edge.stats().await["purge"]["applied"], 0);
+    // Reads stay open.
+    assert_eq!(admin_get(&edge, "/metrics").await.0, 200);
+
+    let r = purge(Some("Bearer s3cret-admin")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(edge.get("/a").await.text().await.unwrap(), "v1");
+    assert_eq!(origin.hits(), 2);
+}

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
-use edgecache_purge_api::{PurgeRequest, validate_purge};
+use edgecache_purge_api::{PurgeRequest, bearer_token, token_matches, validate_purge};
 use serde_json::json;
 use tracing::warn;
 
@@ -20,14 +21,54 @@ use crate::node::Edge;
 const MAX_PURGE_ENTRIES: usize = 1000;
 
 pub fn router(edge: Arc<Edge>) -> Router {
+    let mutations = Router::new()
+        .route("/purge", post(purge))
+        .route("/reload", post(reload))
+        .route_layer(middleware::from_fn_with_state(
+            edge.clone(),
+            require_admin_token,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
-        .route("/purge", post(purge))
-        .route("/reload", post(reload))
+        .merge(mutations)
         .with_state(edge)
+}
+
+/// With `edge.admin_token` set, a mutation needs `Authorization: Bearer TOKEN`, compared in
+/// constant time; reads (health, stats, metrics) stay open.
+async fn require_admin_token(
+    State(edge): State<Arc<Edge>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(expected) = &edge.admin_token else {
+        return next.run(request).await;
+    };
+    match bearer_token(request.headers()) {
+        Ok(given) if token_matches(given.as_bytes(), expected.0.as_bytes()) => {
+            next.run(request).await
+        }
+        Ok(_) => {
+            warn!(path = %request.uri().path(), "admin request refused: wrong bearer token");
+            unauthorized("invalid bearer token")
+        }
+        Err(e) => {
+            warn!(path = %request.uri().path(), "admin request refused: no bearer token");
+            unauthorized(&e.to_string())
+        }
+    }
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut resp = error(StatusCode::UNAUTHORIZED, message);
+    resp.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    resp
 }
 
 async fn healthz() -> &'static str {

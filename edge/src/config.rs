@@ -20,6 +20,9 @@ pub struct EdgeConfig {
     pub listen: String,
     /// Admin listener (health, metrics, stats, purge). Keep it on loopback.
     pub admin: String,
+    /// Bearer token the admin listener's mutations (`POST /purge`, `POST /reload`) require.
+    /// None: they are open to whoever reaches the admin listener.
+    pub admin_token: Option<Secret>,
     /// PoP name, shown in `Cache-Status` (`edgecache-<pop>`).
     pub pop: String,
     /// Origins, tried in order.
@@ -52,6 +55,7 @@ impl Default for EdgeConfig {
         Self {
             listen: "127.0.0.1:8080".into(),
             admin: "127.0.0.1:9080".into(),
+            admin_token: None,
             pop: "local".into(),
             origins: Vec::new(),
             parent: None,
@@ -66,6 +70,17 @@ impl Default for EdgeConfig {
             shutdown_grace: HumanDuration(Duration::from_secs(30)),
             access_log_per_second: 100,
         }
+    }
+}
+
+/// A credential from the config: never shown by `Debug`, so never logged.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<hidden>")
     }
 }
 

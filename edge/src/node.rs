@@ -46,6 +46,8 @@ pub struct Edge {
     pub(crate) access_log: AccessLog,
     /// The public listener's connection counters, for metrics.
     pub(crate) listener: Arc<edgecache_tls::ListenerStats>,
+    /// What the admin listener's mutations require, if anything.
+    pub(crate) admin_token: Option<crate::config::Secret>,
 }
 
 /// Whether a purge sweep runs, and whether another round was asked for meanwhile.
@@ -86,6 +88,7 @@ impl Edge {
             memory: MemoryTier::new(config.memory.size.0, max_object),
             metrics: Metrics::new(&config.pop, disk.as_ref(), listener.clone()),
             listener,
+            admin_token: config.admin_token.clone(),
             purges: match &config.disk.dir {
                 Some(dir) => PurgeRules::persistent(key_rules.clone(), dir),
                 None => PurgeRules::in_memory(key_rules.clone()),

@@ -133,6 +133,7 @@ fn restart_required(old: &EdgeConfig, new: &EdgeConfig) -> Vec<&'static str> {
     let checks = [
         ("edge.listen", old.listen != new.listen),
         ("edge.admin", old.admin != new.admin),
+        ("edge.admin_token", old.admin_token != new.admin_token),
         ("edge.pop", old.pop != new.pop),
         ("edge.memory.size", old.memory.size != new.memory.size),
         (

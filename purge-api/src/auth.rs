@@ -1,6 +1,11 @@
 //! Bearer-token authentication for every `/v1` route, compared in constant time.
 
-use axum::extract::{Request, State};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -14,23 +19,115 @@ use crate::server::PurgeApi;
 #[derive(Debug, Clone)]
 pub(crate) struct Caller(pub String);
 
-/// Middleware: `401` unless `Authorization: Bearer <the configured token>`.
+/// Middleware: `401` unless `Authorization: Bearer <the configured token>`, and `429` for
+/// every request from an address that has failed too often in a row (see [`AuthFailures`]).
 pub(crate) async fn require_token(
     State(api): State<PurgeApi>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, PurgeApiError> {
-    let given = bearer_token(request.headers())?;
-    if !token_matches(given.as_bytes(), api.config().token.as_bytes()) {
-        return Err(PurgeApiError::Unauthorized("invalid bearer token"));
+    let ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let failures = api.auth_failures();
+    if let Some(ip) = ip
+        && let Err(retry_after) = failures.check(ip, Instant::now())
+    {
+        return Err(PurgeApiError::AuthLocked { retry_after });
     }
-    let caller = Caller(given.to_owned());
-    request.extensions_mut().insert(caller);
+    let checked = bearer_token(request.headers()).and_then(|given| {
+        if token_matches(given.as_bytes(), api.config().token.as_bytes()) {
+            Ok(given.to_owned())
+        } else {
+            Err(PurgeApiError::Unauthorized("invalid bearer token"))
+        }
+    });
+    let given = match checked {
+        Ok(given) => {
+            if let Some(ip) = ip {
+                failures.succeeded(ip);
+            }
+            given
+        }
+        Err(e) => {
+            if let Some(ip) = ip
+                && let Some(locked_for) = failures.failed(ip, Instant::now())
+            {
+                tracing::warn!(%ip, locked_ms = locked_for.as_millis() as u64, "repeated failed authentication: address locked out");
+            }
+            return Err(e);
+        }
+    };
+    request.extensions_mut().insert(Caller(given));
     Ok(next.run(request).await)
 }
 
+/// Failed authentications by client address. The first [`FREE_FAILURES`] in a row cost
+/// nothing; each one after locks the address out (every request answered `429` with
+/// `Retry-After`, the token not even compared) for twice as long as the one before, from 1 s
+/// up to a minute. A success clears the address's count. Guessing a token is hopeless
+/// anyway; this keeps the API from being an oracle answering as fast as it is asked.
+#[derive(Debug, Default)]
+pub(crate) struct AuthFailures {
+    by_ip: Mutex<HashMap<IpAddr, Failures>>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Failures {
+    in_a_row: u32,
+    locked_until: Option<Instant>,
+}
+
+/// Failures in a row that are answered with a plain 401.
+pub(crate) const FREE_FAILURES: u32 = 10;
+const LONGEST_LOCK: Duration = Duration::from_secs(60);
+/// Addresses remembered at most; past it, those not locked out are forgotten.
+const MAX_TRACKED: usize = 10_000;
+
+impl AuthFailures {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Failures>> {
+        self.by_ip
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `Err(time left)` while `ip` is locked out.
+    pub(crate) fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        match self.map().get(&ip).and_then(|f| f.locked_until) {
+            Some(until) if until > now => Err(until - now),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a failure; returns how long `ip` is now locked out, if it is.
+    pub(crate) fn failed(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let mut map = self.map();
+        if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
+            map.retain(|_, f| f.locked_until.is_some_and(|u| u > now));
+            if map.len() >= MAX_TRACKED {
+                map.clear();
+            }
+        }
+        let f = map.entry(ip).or_default();
+        f.in_a_row = f.in_a_row.saturating_add(1);
+        let over = f.in_a_row.checked_sub(FREE_FAILURES + 1)?;
+        let lock = Duration::from_secs(1u64 << over.min(6)).min(LONGEST_LOCK);
+        f.locked_until = Some(now + lock);
+        Some(lock)
+    }
+
+    /// Clears `ip`'s failures.
+    pub(crate) fn succeeded(&self, ip: IpAddr) {
+        let mut map = self.map();
+        if !map.is_empty() {
+            map.remove(&ip);
+        }
+    }
+}
+
 /// The token of an `Authorization: Bearer TOKEN` header.
-pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, PurgeApiError> {
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, PurgeApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or(PurgeApiError::Unauthorized(
@@ -52,7 +149,7 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, PurgeApiError> {
 
 /// Compares in time that depends on the expected token's length only, so neither where a
 /// guess differs nor how long the real token is can be learned by timing.
-pub(crate) fn token_matches(given: &[u8], expected: &[u8]) -> bool {
+pub fn token_matches(given: &[u8], expected: &[u8]) -> bool {
     let mut padded = vec![0u8; expected.len()];
     let n = given.len().min(expected.len());
     padded[..n].copy_from_slice(&given[..n]);
@@ -96,5 +193,29 @@ mod tests {
         assert_eq!(err.to_string(), "Authorization must be \"Bearer TOKEN\"");
         let err = bearer_token(&headers("Bearer")).unwrap_err();
         assert_eq!(err.status(), axum::http::StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn repeated_failures_lock_an_address_out_for_longer_each_time() {
+        let f = AuthFailures::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let t = Instant::now();
+        for _ in 0..FREE_FAILURES {
+            assert_eq!(f.failed(ip, t), None);
+            assert_eq!(f.check(ip, t), Ok(()));
+        }
+        assert_eq!(f.failed(ip, t), Some(Duration::from_secs(1)));
+        assert!(f.check(ip, t).is_err());
+        assert_eq!(f.check(other, t), Ok(()));
+        let later = t + Duration::from_secs(1);
+        assert_eq!(f.check(ip, later), Ok(()));
+        assert_eq!(f.failed(ip, later), Some(Duration::from_secs(2)));
+        for _ in 0..20 {
+            f.failed(ip, later);
+        }
+        assert_eq!(f.check(ip, later), Err(LONGEST_LOCK));
+        f.succeeded(ip);
+        assert_eq!(f.check(ip, later), Ok(()));
     }
 }

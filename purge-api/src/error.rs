@@ -31,6 +31,13 @@ pub enum PurgeApiError {
     /// The token's purge budget is spent; try again after `retry_after`.
     #[error("rate limit exceeded: retry in {}s", retry_secs(*.retry_after))]
     RateLimited { retry_after: Duration },
+    /// The caller's address failed authentication too often in a row; every request from
+    /// it is refused until `retry_after` has passed.
+    #[error(
+        "too many failed authentications from this address: retry in {}s",
+        retry_secs(*.retry_after)
+    )]
+    AuthLocked { retry_after: Duration },
     /// No such purge, PoP or route.
     #[error("{0}")]
     NotFound(String),
@@ -110,7 +117,9 @@ impl PurgeApiError {
             PurgeApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             PurgeApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             PurgeApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            PurgeApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            PurgeApiError::RateLimited { .. } | PurgeApiError::AuthLocked { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             PurgeApiError::NotFound(_) => StatusCode::NOT_FOUND,
             PurgeApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             PurgeApiError::Config { .. }
@@ -130,6 +139,7 @@ impl PurgeApiError {
             PurgeApiError::PayloadTooLarge { .. } => "too_large",
             PurgeApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             PurgeApiError::RateLimited { .. } => "rate_limited",
+            PurgeApiError::AuthLocked { .. } => "auth_locked",
             PurgeApiError::NotFound(_) => "not_found",
             PurgeApiError::MethodNotAllowed(_) => "method_not_allowed",
             _ => "internal",
@@ -157,7 +167,8 @@ impl IntoResponse for PurgeApiError {
             PurgeApiError::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            PurgeApiError::RateLimited { retry_after } => {
+            PurgeApiError::RateLimited { retry_after }
+            | PurgeApiError::AuthLocked { retry_after } => {
                 headers.insert(header::RETRY_AFTER, retry_secs(*retry_after).max(1).into());
             }
             _ => {}

@@ -35,6 +35,7 @@ mod server;
 mod validate;
 mod wire;
 
+pub use auth::{bearer_token, token_matches};
 pub use client::{ClientError, PurgeClient};
 pub use config::PurgeApiConfig;
 pub use error::PurgeApiError;

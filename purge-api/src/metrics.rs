@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use crate::wire::PopInfo;
 
 /// Error reasons counted by `edgecache_purge_api_errors_total`, as `PurgeApiError::reason`.
-const REASONS: [&str; 8] = [
+const REASONS: [&str; 9] = [
     "unauthorized",
     "bad_request",
     "too_large",
     "unsupported_media_type",
     "rate_limited",
+    "auth_locked",
     "not_found",
     "method_not_allowed",
     "internal",

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::auth::require_token;
+use crate::auth::{AuthFailures, require_token};
 use crate::config::PurgeApiConfig;
 use crate::error::PurgeApiError;
 use crate::log::PurgeLog;
@@ -33,6 +33,7 @@ struct Shared {
     log: PurgeLog,
     pops: PopRegistry,
     limiter: RateLimiter,
+    auth_failures: AuthFailures,
     metrics: Metrics,
     /// Set on shutdown so open long-polls return at once instead of holding up the drain.
     stopping: watch::Sender<bool>,
@@ -64,6 +65,7 @@ impl PurgeApi {
                 log,
                 pops,
                 limiter,
+                auth_failures: AuthFailures::default(),
                 metrics: Metrics::default(),
                 stopping: watch::Sender::new(false),
             }),
@@ -84,6 +86,10 @@ impl PurgeApi {
 
     pub(crate) fn limiter(&self) -> &RateLimiter {
         &self.inner.limiter
+    }
+
+    pub(crate) fn auth_failures(&self) -> &AuthFailures {
+        &self.inner.auth_failures
     }
 
     pub(crate) fn metrics(&self) -> &Metrics {

@@ -285,3 +285,47 @@ async fn run_refuses_a_bad_config_naming_the_key() {
     );
     drop(api);
 }
+
+#[tokio::test]
+async fn an_address_that_keeps_failing_authentication_is_locked_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(config(dir.path())).await;
+    let http = reqwest::Client::new();
+    let attempt = |client: &reqwest::Client, token: &str| {
+        client
+            .post(service.url("/v1/purge"))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .body(r#"{"tags": ["a"]}"#)
+            .send()
+    };
+    // Ten failures in a row are plain 401s; the eleventh locks the address out.
+    for i in 0..11 {
+        let response = attempt(&http, &format!("guess-{i}")).await.unwrap();
+        assert_eq!(response.status(), 401, "guess {i}");
+    }
+    // Now even the right token is refused from that address, without being compared.
+    let locked = attempt(&http, TOKEN).await.unwrap();
+    assert_eq!(locked.status(), 429);
+    assert_eq!(locked.headers()["retry-after"], "1");
+    assert!(
+        error_text(locked)
+            .await
+            .starts_with("too many failed authentications from this address")
+    );
+    // Another address is not affected, and nothing was appended by the attempts.
+    let elsewhere = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let accepted = attempt(&elsewhere, TOKEN).await.unwrap();
+    assert_eq!(accepted.status(), 202);
+    assert_eq!(json(accepted).await["seq"], 1);
+    assert_eq!(
+        service
+            .metric("edgecache_purge_api_errors_total{reason=\"auth_locked\"}")
+            .await,
+        Some(1.0)
+    );
+    service.stop().await;
+}

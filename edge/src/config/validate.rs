@@ -76,6 +76,14 @@ impl EdgeConfig {
                 "must be between 0 and 1".into(),
             );
         }
+        if let Some(token) = &self.admin_token
+            && (token.0.is_empty() || !token.0.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return bad(
+                "edge.admin_token",
+                "must be printable ASCII without spaces".into(),
+            );
+        }
         crate::forward::ForwardRules::new(&self.forwarding).map_err(EdgeError::Config)?;
         let l = &self.limits;
         for (key, d) in [
