@@ -464,4 +464,53 @@ mod tests {
         h.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=10"));
         assert!(!CacheControl::for_request(&h).no_cache);
     }
+
+    mod properties {
+        use super::*;
+        use http::HeaderValue;
+        use proptest::prelude::*;
+
+        /// Directive-shaped text: names, `=`, quotes, commas, numbers of any size, junk.
+        fn field() -> impl Strategy<Value = String> {
+            prop::collection::vec(
+                prop_oneof![
+                    Just("max-age".to_owned()),
+                    Just("s-maxage".to_owned()),
+                    Just("no-cache".to_owned()),
+                    Just("private".to_owned()),
+                    Just("stale-while-revalidate".to_owned()),
+                    Just("stale-if-error".to_owned()),
+                    Just("=".to_owned()),
+                    Just("\"".to_owned()),
+                    Just(",".to_owned()),
+                    Just(" ".to_owned()),
+                    "[0-9]{1,25}",
+                    "-[0-9]{1,5}",
+                    "[ -~]{0,6}",
+                ],
+                0..16,
+            )
+            .prop_map(|parts| parts.concat())
+        }
+
+        proptest! {
+            /// Whatever an origin or client sends, parsing never panics and every lifetime
+            /// stays within the range RFC 9111 §1.2.2 allows a cache to keep.
+            #[test]
+            fn any_cache_control_parses_without_panic(cc in field(), cdn in field()) {
+                let mut h = HeaderMap::new();
+                if let Ok(v) = HeaderValue::from_str(&cc) {
+                    h.insert(http::header::CACHE_CONTROL, v);
+                }
+                if let Ok(v) = HeaderValue::from_str(&cdn) {
+                    h.insert("cdn-cache-control", v);
+                }
+                let (resp, _) = CacheControl::for_response(&h);
+                let req = CacheControl::for_request(&h);
+                for v in [resp.max_age, resp.s_maxage, req.max_age, req.min_fresh].into_iter().flatten() {
+                    prop_assert!(v <= DELTA_SECONDS_MAX);
+                }
+            }
+        }
+    }
 }

@@ -574,4 +574,22 @@ mod tests {
         assert!(text.contains("Content-Range: bytes 8-9/10\r\n\r\n89"));
         assert!(text.ends_with("\r\n--B--\r\n"));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// A client's `Range` never makes the edge plan bytes outside the object.
+            #[test]
+            fn any_range_header_plans_within_the_object(
+                range in "(bytes|BYTES|items)?=?[-0-9, ]{0,40}",
+                len in 0u64..1_000_000,
+            ) {
+                if let RangePlan::Single(start, end) = plan_range(&range, len) {
+                    prop_assert!(start <= end && end < len, "{range} on {len}: {start}-{end}");
+                }
+            }
+        }
+    }
 }
