@@ -63,6 +63,12 @@ async fn metric(edge: &TestEdge, name: &str, label: &str) -> f64 {
         .unwrap_or_else(|| panic!("no metric {name} {label} in:\n{page}"))
 }
 
+/// Connections the edge closed for timeout `reason` (`idle`, `request_head`, `send`).
+async fn timed_out(edge: &TestEdge, reason: &str) -> f64 {
+    let label = format!("reason=\"{reason}\"");
+    metric(edge, "edgecache_connections_timed_out_total", &label).await
+}
+
 /// Waits (at most `BOUND`) until the open-connection gauge reads `n`.
 async fn wait_for_open(edge: &TestEdge, n: f64) {
     let deadline = tokio::time::Instant::now() + BOUND;
@@ -100,15 +106,7 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_idle_timeout() {
     .await;
     let mut silent = TcpStream::connect(edge.addr).await.unwrap();
     assert!(read_until_closed(&mut silent).await.is_empty());
-    assert_eq!(
-        metric(
-            &edge,
-            "edgecache_connections_timed_out_total",
-            "reason=\"idle\""
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(timed_out(&edge, "idle").await, 1.0);
     wait_for_open(&edge, 0.0).await;
 }
 
@@ -144,15 +142,7 @@ async fn a_kept_alive_connection_is_closed_once_idle_and_trickled_bytes_do_not_e
         "closed only after {:?}",
         started.elapsed()
     );
-    assert_eq!(
-        metric(
-            &edge,
-            "edgecache_connections_timed_out_total",
-            "reason=\"idle\""
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(timed_out(&edge, "idle").await, 1.0);
 }
 
 #[tokio::test]
@@ -168,15 +158,7 @@ async fn a_request_head_that_takes_too_long_is_closed() {
         .await
         .unwrap();
     read_until_closed(&mut conn).await;
-    assert_eq!(
-        metric(
-            &edge,
-            "edgecache_connections_timed_out_total",
-            "reason=\"request_head\""
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(timed_out(&edge, "request_head").await, 1.0);
     wait_for_open(&edge, 0.0).await;
 }
 
@@ -195,14 +177,7 @@ async fn a_client_that_stops_reading_is_closed_after_the_send_timeout() {
     conn.write_all(request.as_bytes()).await.unwrap();
     // Read nothing: wait for the edge to give up on this client.
     let deadline = tokio::time::Instant::now() + BOUND;
-    while metric(
-        &edge,
-        "edgecache_connections_timed_out_total",
-        "reason=\"send\"",
-    )
-    .await
-        < 1.0
-    {
+    while timed_out(&edge, "send").await < 1.0 {
         assert!(tokio::time::Instant::now() < deadline, "no send timeout");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -320,15 +295,7 @@ async fn a_connection_used_more_often_than_the_idle_timeout_stays_open() {
         }
         assert!(got.starts_with(b"HTTP/1.1 200"), "request {i}");
     }
-    assert_eq!(
-        metric(
-            &edge,
-            "edgecache_connections_timed_out_total",
-            "reason=\"idle\""
-        )
-        .await,
-        0.0
-    );
+    assert_eq!(timed_out(&edge, "idle").await, 0.0);
 }
 
 #[tokio::test]
@@ -350,15 +317,7 @@ async fn an_idle_http2_connection_is_closed_after_its_last_stream() {
     }
     // The client keeps the connection; the edge closes it once no stream is open.
     wait_for_open(&edge, 0.0).await;
-    assert_eq!(
-        metric(
-            &edge,
-            "edgecache_connections_timed_out_total",
-            "reason=\"idle\""
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(timed_out(&edge, "idle").await, 1.0);
     let r = h2.get(edge.url("/asset.js")).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "body of /asset.js");
 }
