@@ -193,7 +193,7 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Logs a refused connection, at most once a second per listener process: a flood must
+/// Logs a refused connection, at most once a second in the whole process: a flood must
 /// not turn into a flood of log lines. The counters in [`ListenerStats`] have every one.
 fn refused(local: SocketAddr, peer: SocketAddr, refusal: Refusal) {
     static LAST_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
